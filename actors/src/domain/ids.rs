@@ -1,0 +1,219 @@
+//! Validated identifiers. Each is built only through a checking constructor, so code that holds
+//! one never has to re-check it (and storage keys built from them cannot be ambiguous).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} must not be empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is longer than {max} characters")]
+    TooLong { kind: &'static str, max: usize },
+    #[error("{kind} may only contain {allowed}")]
+    BadCharacter {
+        kind: &'static str,
+        allowed: &'static str,
+    },
+}
+
+fn check(
+    kind: &'static str,
+    value: &str,
+    max: usize,
+    allowed: &'static str,
+    ok: impl Fn(u8) -> bool,
+) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if value.len() > max {
+        return Err(IdError::TooLong { kind, max });
+    }
+    if !value.bytes().all(ok) {
+        return Err(IdError::BadCharacter { kind, allowed });
+    }
+    Ok(())
+}
+
+/// The id of a LINE Official Account as configured in linedesk. It appears in the callback URL
+/// (`/line/webhook/{id}`) and in storage keys, so it is kept to URL- and key-safe characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        check(
+            "account id",
+            &value,
+            Self::MAX_LEN,
+            "lowercase letters, digits, '-' and '_'",
+            |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
+        )?;
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AccountId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<AccountId> for String {
+    fn from(id: AccountId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a LINE conversation happens: one-to-one with a user, or in a group or a room. Group and
+/// room chats are conversations of their own; the sender of each message is kept on the message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "lowercase")]
+pub enum LineSource {
+    User(String),
+    Group(String),
+    Room(String),
+    /// Events without a chat (module and delivery events) belong to the account itself.
+    Channel,
+}
+
+impl LineSource {
+    /// LINE ids are `U`/`C`/`R` followed by hex; anything printable without separators is accepted
+    /// so that a format change at LINE does not drop events.
+    const MAX_LEN: usize = 128;
+
+    fn checked(kind: &'static str, id: String) -> Result<String, IdError> {
+        check(
+            kind,
+            &id,
+            Self::MAX_LEN,
+            "printable ASCII without '/' or spaces",
+            |b| b.is_ascii_graphic() && b != b'/',
+        )?;
+        Ok(id)
+    }
+
+    pub fn user(id: impl Into<String>) -> Result<Self, IdError> {
+        Ok(Self::User(Self::checked("LINE user id", id.into())?))
+    }
+
+    pub fn group(id: impl Into<String>) -> Result<Self, IdError> {
+        Ok(Self::Group(Self::checked("LINE group id", id.into())?))
+    }
+
+    pub fn room(id: impl Into<String>) -> Result<Self, IdError> {
+        Ok(Self::Room(Self::checked("LINE room id", id.into())?))
+    }
+
+    /// The LINE id to push to (`to`), if the source is a chat.
+    pub fn chat_id(&self) -> Option<&str> {
+        match self {
+            Self::User(id) | Self::Group(id) | Self::Room(id) => Some(id),
+            Self::Channel => None,
+        }
+    }
+}
+
+impl fmt::Display for LineSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user/{id}"),
+            Self::Group(id) => write!(f, "group/{id}"),
+            Self::Room(id) => write!(f, "room/{id}"),
+            Self::Channel => f.write_str("channel"),
+        }
+    }
+}
+
+/// Identifies the conversation actor of one source of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConversationKey {
+    pub account: AccountId,
+    pub source: LineSource,
+}
+
+impl ConversationKey {
+    pub fn new(account: AccountId, source: LineSource) -> Self {
+        Self { account, source }
+    }
+
+    /// Parses the `Display` form, `{account}/{kind}/{id}` or `{account}/channel`.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let bad = IdError::BadCharacter {
+            kind: "conversation key",
+            allowed: "the form account/user|group|room/id or account/channel",
+        };
+        let mut parts = value.splitn(3, '/');
+        let account = AccountId::parse(parts.next().unwrap_or_default())?;
+        let source = match (parts.next(), parts.next()) {
+            (Some("user"), Some(id)) => LineSource::user(id)?,
+            (Some("group"), Some(id)) => LineSource::group(id)?,
+            (Some("room"), Some(id)) => LineSource::room(id)?,
+            (Some("channel"), None) => LineSource::Channel,
+            _ => return Err(bad),
+        };
+        Ok(Self { account, source })
+    }
+}
+
+impl fmt::Display for ConversationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.account, self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_url_and_key_safe() {
+        assert!(AccountId::parse("demo").is_ok());
+        assert!(AccountId::parse("shop-2_jp").is_ok());
+        assert!(matches!(AccountId::parse(""), Err(IdError::Empty { .. })));
+        assert!(AccountId::parse("Demo").is_err());
+        assert!(AccountId::parse("a/b").is_err());
+        assert!(AccountId::parse("a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_conversation_key_round_trips_through_its_display_form() {
+        let account = AccountId::parse("demo").unwrap();
+        for source in [
+            LineSource::user("U4af4980629").unwrap(),
+            LineSource::group("Ca56f9").unwrap(),
+            LineSource::room("Ra8dbf4").unwrap(),
+            LineSource::Channel,
+        ] {
+            let key = ConversationKey::new(account.clone(), source);
+            assert_eq!(ConversationKey::parse(&key.to_string()).unwrap(), key);
+        }
+        assert!(ConversationKey::parse("demo/user").is_err());
+        assert!(ConversationKey::parse("demo/user/a/b").is_err());
+    }
+
+    #[test]
+    fn source_ids_with_separators_are_refused() {
+        assert!(LineSource::user("U1 2").is_err());
+        assert!(LineSource::user("").is_err());
+        assert!(LineSource::group("C/1").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! linedesk, the server: HTTP routes, the LINE webhook and client, storage on sled,
+//! configuration and the command line. The actors live in the `linedesk-actors` crate.
+
+pub mod cli;
+pub mod line;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

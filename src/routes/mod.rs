@@ -1,0 +1,62 @@
+//! HTTP routes. Every error answer is JSON `{"code": ..., "message": ...}`.
+
+mod error;
+mod health;
+mod metrics;
+mod webhook;
+
+pub use error::ErrorBody;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+
+use crate::metrics::Metrics;
+use crate::settings::{AccountSettings, Settings};
+use crate::storage::Journal;
+
+/// What the handlers share.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    /// Accounts by id, for the callback URL's lookup.
+    pub accounts: HashMap<String, AccountSettings>,
+    pub journal: Journal,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(settings: Arc<Settings>, journal: Journal, metrics: Arc<Metrics>) -> Self {
+        let accounts = settings
+            .accounts
+            .iter()
+            .map(|a| (a.id.to_string(), a.clone()))
+            .collect();
+        Self {
+            settings,
+            accounts,
+            journal,
+            metrics,
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/metrics", web::get().to(metrics::metrics))
+        .service(
+            web::resource("/line/webhook/{account_id}")
+                .route(web::post().to(webhook::line_webhook))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> HttpResponse {
+    ErrorBody::new("not_found", "no such endpoint").respond(actix_web::http::StatusCode::NOT_FOUND)
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ErrorBody::new("method_not_allowed", "LINE webhooks are POSTed")
+        .respond(actix_web::http::StatusCode::METHOD_NOT_ALLOWED)
+}

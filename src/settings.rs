@@ -1,0 +1,388 @@
+//! Typed settings. `Settings::load` layers the embedded `config/default.toml`, then an optional
+//! file given on the command line, then environment variables `LINEDESK__SECTION__KEY`.
+//!
+//! Accounts are an array of tables, which plain `SECTION__KEY` variables cannot address, so their
+//! secrets are overridden by id: `LINEDESK__ACCOUNTS__{ID}__CHANNEL_SECRET` (id upper-cased, `-`
+//! written `_`). Real secrets belong there or in an uncommitted overlay file, never in
+//! `default.toml`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use linedesk_actors::domain::AccountId;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled in so that the binary runs from any folder.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+const ENV_PREFIX: &str = "LINEDESK";
+const ENV_SEPARATOR: &str = "__";
+
+/// Why the settings could not be used; every message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: config::ConfigError,
+    },
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub accounts: Vec<AccountSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `host:port`; port 0 lets the OS pick a free port.
+    pub bind: String,
+    /// The address LINE reaches this server at; callback URLs are built from it.
+    pub public_url: String,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl ServerSettings {
+    pub fn bind_addr(&self) -> Result<SocketAddr, SettingsError> {
+        self.bind.parse().map_err(|e| {
+            invalid(
+                "server.bind",
+                format!("`{}` is not host:port ({e})", self.bind),
+            )
+        })
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The URL LINE must be given as the webhook of `account`.
+    pub fn callback_url(&self, account: &AccountId) -> String {
+        format!(
+            "{}/line/webhook/{account}",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+}
+
+/// When an acknowledged event is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync before answering LINE; concurrent requests share one flush (group commit).
+    Flush,
+    /// Leave flushing to sled's timer: faster, but a crash or power cut may lose the events
+    /// acknowledged in the last `flush_every_ms`.
+    Os,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub cache_capacity_bytes: u64,
+    pub flush_every_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info` or `linedesk=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// A LINE Official Account (one Messaging API channel) connected to linedesk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    pub id: AccountId,
+    pub name: String,
+    pub channel_id: String,
+    /// Key of the webhook signature. `SecretString` keeps it out of `Debug` output.
+    pub channel_secret: SecretString,
+    pub channel_access_token: SecretString,
+}
+
+impl Settings {
+    /// Loads and validates the settings: defaults, then `overlay`, then the environment.
+    pub fn load(overlay: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(overlay, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests use this).
+    pub fn load_from(
+        overlay: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let (plain, account_secrets): (BTreeMap<_, _>, BTreeMap<_, _>) = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
+            .partition(|(k, _)| !k.starts_with(&account_env_prefix()));
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = overlay {
+            // Parse the overlay alone first so that its errors name the file.
+            Config::builder()
+                .add_source(File::from(path).format(FileFormat::Toml).required(true))
+                .build()
+                .map_err(|source| SettingsError::File {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .try_parsing(true)
+                    .source(Some(plain.into_iter().collect())),
+            )
+            .build()?
+            .try_deserialize()?;
+        let mut settings = settings;
+        settings.apply_account_env(account_secrets)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply_account_env(&mut self, vars: BTreeMap<String, String>) -> Result<(), SettingsError> {
+        let prefix = account_env_prefix();
+        for (name, value) in vars {
+            let rest = &name[prefix.len()..];
+            let account = self
+                .accounts
+                .iter_mut()
+                .find(|a| rest.starts_with(&format!("{}{ENV_SEPARATOR}", account_env_id(&a.id))))
+                .ok_or_else(|| invalid(&name, "names no configured account"))?;
+            let field = &rest[account_env_id(&account.id).len() + ENV_SEPARATOR.len()..];
+            match field {
+                "CHANNEL_SECRET" => account.channel_secret = value.into(),
+                "CHANNEL_ACCESS_TOKEN" => account.channel_access_token = value.into(),
+                "CHANNEL_ID" => account.channel_id = value,
+                "NAME" => account.name = value,
+                _ => return Err(invalid(
+                    &name,
+                    "unknown account key (CHANNEL_SECRET, CHANNEL_ACCESS_TOKEN, CHANNEL_ID, NAME)",
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.bind_addr()?;
+        let url = &self.server.public_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be above 0"));
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(invalid("storage.path", "must not be empty"));
+        }
+        let mut seen = HashSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            if !seen.insert(&account.id) {
+                return Err(invalid(
+                    format!("accounts[{i}].id"),
+                    format!("`{}` is configured twice", account.id),
+                ));
+            }
+            if account.channel_secret.expose_secret().is_empty() {
+                return Err(invalid(
+                    format!("accounts[{i}].channel_secret"),
+                    "must not be empty: webhook signatures are checked with it",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn account(&self, id: &str) -> Option<&AccountSettings> {
+        self.accounts.iter().find(|a| a.id.as_str() == id)
+    }
+}
+
+fn account_env_prefix() -> String {
+    format!("{ENV_PREFIX}{ENV_SEPARATOR}ACCOUNTS{ENV_SEPARATOR}")
+}
+
+fn account_env_id(id: &AccountId) -> String {
+    id.as_str().to_ascii_uppercase().replace('-', "_")
+}
+
+/// Shows that a secret is set without showing any of it.
+pub fn mask(secret: &SecretString) -> String {
+    match secret.expose_secret().chars().count() {
+        0 => "(not set)".to_owned(),
+        n => format!("******** ({n} chars)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_err(overlay: Option<&Path>, pairs: &[(&str, &str)]) -> String {
+        Settings::load_from(overlay, env(pairs))
+            .expect_err("settings should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn the_embedded_defaults_load_and_carry_the_demo_account() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.storage.durability, Durability::Flush);
+        assert_eq!(s.server.max_body_bytes, 1024 * 1024);
+        let demo = s.account("demo").expect("demo account");
+        assert!(!demo.channel_secret.expose_secret().is_empty());
+        assert_eq!(
+            s.server.callback_url(&demo.id),
+            format!("{}/line/webhook/demo", s.server.public_url)
+        );
+    }
+
+    #[test]
+    fn environment_variables_override_the_defaults() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LINEDESK__SERVER__BIND", "127.0.0.1:0"),
+                ("LINEDESK__STORAGE__PATH", "/tmp/x"),
+                ("LINEDESK__STORAGE__DURABILITY", "os"),
+                ("LINEDESK__ACCOUNTS__DEMO__CHANNEL_SECRET", "from-env"),
+                ("OTHER__SERVER__BIND", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:0");
+        assert_eq!(s.storage.path, PathBuf::from("/tmp/x"));
+        assert_eq!(s.storage.durability, Durability::Os);
+        assert_eq!(
+            s.account("demo").unwrap().channel_secret.expose_secret(),
+            "from-env"
+        );
+    }
+
+    #[test]
+    fn an_overlay_file_adds_accounts_and_overrides_keys() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            r#"[server]
+max_body_bytes = 2048
+[[accounts]]
+id = "shop-2"
+name = "Shop 2"
+channel_id = "1"
+channel_secret = "s"
+channel_access_token = "t""#
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(s.server.max_body_bytes, 2048);
+        // An array in an overlay replaces the default array.
+        assert_eq!(s.accounts.len(), 1);
+        assert!(s.account("shop-2").is_some());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        let e = load_err(None, &[("LINEDESK__SERVER__MAX_BODY_BYTES", "lots")]);
+        assert!(e.contains("server.max_body_bytes"), "{e}");
+        let e = load_err(None, &[("LINEDESK__STORAGE__DURABILITY", "fsync")]);
+        assert!(e.contains("storage.durability"), "{e}");
+        let e = load_err(None, &[("LINEDESK__SERVER__BIND", "nowhere")]);
+        assert!(e.contains("server.bind"), "{e}");
+        let e = load_err(None, &[("LINEDESK__ACCOUNTS__NOPE__CHANNEL_SECRET", "x")]);
+        assert!(
+            e.contains("LINEDESK__ACCOUNTS__NOPE__CHANNEL_SECRET"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_config_file_is_refused_with_its_path_and_key() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[server]\nworkers = \"many\"").unwrap();
+        let e = load_err(Some(f.path()), &[]);
+        assert!(e.contains("server.workers"), "{e}");
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[server\nbind = ").unwrap();
+        let e = load_err(Some(f.path()), &[]);
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[[accounts]]\nid = \"Bad Id\"\nname = \"x\"\nchannel_id = \"1\"\nchannel_secret = \"s\"\nchannel_access_token = \"t\"").unwrap();
+        let e = load_err(Some(f.path()), &[]);
+        assert!(e.contains("accounts"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let e = load_err(Some(Path::new("/nonexistent/linedesk.toml")), &[]);
+        assert!(e.contains("/nonexistent/linedesk.toml"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let secret = s
+            .account("demo")
+            .unwrap()
+            .channel_secret
+            .expose_secret()
+            .to_owned();
+        assert!(!format!("{s:?}").contains(&secret));
+        assert!(!mask(&s.account("demo").unwrap().channel_secret).contains(&secret));
+    }
+}

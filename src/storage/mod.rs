@@ -1,0 +1,39 @@
+//! Storage on sled: the durable journal of LINE webhook events (the conversations' journal).
+//!
+//! One sled database under `storage.path`; each concern is a tree of its own so that its keys
+//! cannot collide with another's.
+
+mod group_commit;
+mod journal;
+
+pub use group_commit::GroupCommit;
+pub use journal::{AppendOutcome, IncomingEvent, Journal, StoredEvent, JOURNAL_FORMAT_VERSION};
+
+use std::path::PathBuf;
+
+use crate::settings::StorageSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the database at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl StorageSettings {
+    /// Opens (or creates) the database these settings describe.
+    pub fn open(&self) -> Result<sled::Db, StorageError> {
+        sled::Config::new()
+            .path(&self.path)
+            .cache_capacity(self.cache_capacity_bytes)
+            .flush_every_ms(Some(self.flush_every_ms))
+            .open()
+            .map_err(|source| StorageError::Open {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}

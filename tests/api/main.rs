@@ -1,0 +1,9 @@
+//! Integration tests: one test binary, one module per capability.
+
+mod cli;
+mod helpers;
+mod line_payloads;
+mod line_schema;
+mod openapi;
+mod restart;
+mod webhook;
