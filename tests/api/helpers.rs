@@ -195,11 +195,8 @@ impl ServerProcess {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            // Logs go to a file in the data folder, so tests can read them and output stays quiet.
+            .stderr(std::fs::File::create(data.join("stderr.log")).expect("log file"));
         let mut child = command.spawn().expect("linedesk starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -219,6 +216,11 @@ impl ServerProcess {
             .unwrap_or_else(|| panic!("first line is `listening on ...`, got `{first}`"))
             .to_owned();
         Self { child, address }
+    }
+
+    /// What the server logged so far.
+    pub fn logs(data: &Path) -> String {
+        std::fs::read_to_string(data.join("stderr.log")).unwrap_or_default()
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the process to end.

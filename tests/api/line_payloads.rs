@@ -373,7 +373,7 @@ pub fn every_event(destination: &str) -> Vec<(&'static str, Value)> {
 pub fn text_event(user_id: &str, webhook_event_id: &str, text: &str) -> Value {
     let mut event = json!({
         "type": "message",
-        "replyToken": format!("{:032x}", fnv1a(webhook_event_id.as_bytes()) as u128 * 0x9e37),
+        "replyToken": format!("{:016x}{:016x}", fnv1a(webhook_event_id.as_bytes()), fnv1a(text.as_bytes())),
         "source": user_source(user_id),
         "message": {
             "type": "text",
@@ -397,8 +397,8 @@ pub fn callback(destination: &str, events: Vec<Value>) -> Value {
 pub fn ulid(timestamp_ms: u64, entropy: u64) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     // Spread `entropy` over the 80 random bits so consecutive values don't look alike.
-    let random = u128::from(fnv1a(&entropy.to_be_bytes())) << 16 | u128::from(entropy & 0xffff);
-    let value = u128::from(timestamp_ms & 0xffff_ffff_ffff) << 80 | random;
+    let random = (u128::from(fnv1a(&entropy.to_be_bytes())) << 16) | u128::from(entropy & 0xffff);
+    let value = (u128::from(timestamp_ms & 0xffff_ffff_ffff) << 80) | random;
     (0..26)
         .rev()
         .map(|i| char::from(ALPHABET[((value >> (i * 5)) & 0x1f) as usize]))

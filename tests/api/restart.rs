@@ -109,3 +109,46 @@ async fn kill_9_right_after_a_200_loses_no_acknowledged_event() {
     acknowledged.sort();
     assert_eq!(stored, acknowledged);
 }
+
+#[actix_web::test]
+async fn json_logs_name_the_accounts_and_never_show_secrets_or_customer_text() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[("LINEDESK__LOG__FORMAT", "json")]);
+    let secret_text = "my card number is 4111-1111";
+    let mut events = vec![text_event(
+        "U0000000000000000000000000000000a",
+        "01J20000000000000000000001",
+        secret_text,
+    )];
+    events[0]["replyToken"] = serde_json::json!("reply-token-should-not-be-logged");
+    assert_eq!(post(&server.address, events).await, StatusCode::OK);
+    // A refused request is logged at warn, without its body.
+    let refused = awc::Client::default()
+        .post(format!("{}/line/webhook/demo", server.address))
+        .insert_header(("x-line-signature", "AAAA"))
+        .send_body(format!("{{\"text\":\"{secret_text}\"}}"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    let logs = ServerProcess::logs(data.path());
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON log line ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["callback_url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/line/webhook/demo"))));
+    assert!(lines
+        .iter()
+        .any(|l| l["level"] == "WARN" && l["code"] == "invalid_signature"));
+    for forbidden in [
+        secret_text,
+        SECRET,
+        "linedesk-demo-channel-access-token-dev",
+        "reply-token-should-not-be-logged",
+    ] {
+        assert!(!logs.contains(forbidden), "`{forbidden}` in logs:\n{logs}");
+    }
+}
