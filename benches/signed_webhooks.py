@@ -10,6 +10,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--requests", type=int, default=500_000)
 p.add_argument("--users", type=int, default=1000)
 p.add_argument("--secret", default="linedesk-demo-channel-secret-dev")
+p.add_argument("--id-prefix", default="01LOAD", help="6 characters; vary it to reuse a database")
 a = p.parse_args()
 key = a.secret.encode()
 out = sys.stdout
@@ -20,7 +21,7 @@ for i in range(a.requests):
             "type": "message",
             "message": {"type": "text", "id": str(10**12 + i), "quoteToken": "q" * 20,
                         "text": f"hello from the load test {i}"},
-            "webhookEventId": f"01LOAD{i:020d}",
+            "webhookEventId": f"{a.id_prefix}{i:020d}",
             "deliveryContext": {"isRedelivery": False},
             "timestamp": 1_700_000_000_000 + i,
             "source": {"type": "user", "userId": f"U{i % a.users:032x}"},

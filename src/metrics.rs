@@ -110,7 +110,12 @@ impl Metrics {
             "Webhook events of a type linedesk does not know, kept as raw JSON.",
             &[("", load(&self.events_unknown_type))],
         );
-        let (commits, flushes) = journal.commit_stats();
+        let (batches, commits, flushes) = journal.write_stats();
+        counter(
+            "linedesk_journal_batches_total",
+            "sled batches written (concurrent deliveries share one).",
+            &[("", batches)],
+        );
         counter(
             "linedesk_journal_commits_total",
             "Durable commits requested (storage.durability = flush).",

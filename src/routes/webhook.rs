@@ -149,15 +149,18 @@ async fn receive(
         }
     }
 
-    let incoming: Vec<IncomingEvent<'_>> = parsed
-        .iter()
+    let incoming: Vec<IncomingEvent> = parsed
+        .into_iter()
         .map(|(event, conversation, raw)| IncomingEvent {
-            webhook_event_id: &event.webhook_event_id,
-            conversation: conversation.clone(),
-            raw,
+            webhook_event_id: event.webhook_event_id,
+            conversation,
+            raw: raw.to_owned(),
         })
         .collect();
-    let outcome = state.journal.append(&account.id, &incoming, now_ms())?;
+    let outcome = state
+        .journal
+        .append(&account.id, incoming, now_ms())
+        .await?;
     // Even an all-duplicate request waits: its first delivery may not be on disk yet.
     state.journal.commit().await?;
     state

@@ -14,11 +14,13 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 
 use linedesk_actors::domain::{AccountId, ConversationKey};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 use super::{GroupCommit, StorageError};
 use crate::settings::Durability;
@@ -31,6 +33,9 @@ const EVENT: u8 = b'e';
 const DEDUP: u8 = b'd';
 const PENDING: u8 = b'p';
 const LAST_SEQ: &[u8] = b"mseq";
+
+/// Most appends the writer folds into one sled batch.
+const MAX_APPENDS_PER_BATCH: usize = 512;
 
 /// One event as the journal keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,13 +52,13 @@ pub struct StoredEvent {
 
 /// An event to store, already verified and parsed by the webhook.
 #[derive(Debug)]
-pub struct IncomingEvent<'a> {
-    pub webhook_event_id: &'a str,
+pub struct IncomingEvent {
+    pub webhook_event_id: String,
     pub conversation: ConversationKey,
-    pub raw: &'a RawValue,
+    pub raw: Box<RawValue>,
 }
 
-/// What `append` did with a batch.
+/// What `append` did with a delivery.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// Sequence numbers of the newly stored events, in input order.
@@ -72,10 +77,31 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     durability: Durability,
-    /// Serialises appends: the redelivery check and the sequence numbers need one writer.
-    append_lock: Mutex<()>,
-    last_seq: AtomicU64,
+    /// To the writer thread; `None` only while dropping.
+    appends: Mutex<Option<mpsc::Sender<Append>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    last_seq: Arc<AtomicU64>,
     group_commit: GroupCommit,
+    batches: Arc<AtomicU64>,
+}
+
+/// One delivery waiting for the writer.
+struct Append {
+    account: AccountId,
+    events: Vec<IncomingEvent>,
+    received_at_ms: i64,
+    done: oneshot::Sender<Result<AppendOutcome, StorageError>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer; joining it releases its handle on the database,
+        // so the folder can be opened again as soon as the last `Journal` is gone.
+        drop(self.appends.get_mut().ok().and_then(Option::take));
+        if let Some(writer) = self.writer.get_mut().ok().and_then(Option::take) {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Journal {
@@ -85,63 +111,59 @@ impl Journal {
             Some(v) => decode_seq(LAST_SEQ, &v)?,
             None => 0,
         };
+        let last_seq = Arc::new(AtomicU64::new(last_seq));
+        let batches = Arc::new(AtomicU64::new(0));
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer {
+            tree: tree.clone(),
+            last_seq: last_seq.clone(),
+            batches: batches.clone(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StorageError::Sled(sled::Error::Io(e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 tree,
                 durability,
-                append_lock: Mutex::new(()),
-                last_seq: AtomicU64::new(last_seq),
+                appends: Mutex::new(Some(sender)),
+                writer: Mutex::new(Some(writer)),
+                last_seq,
                 group_commit: GroupCommit::default(),
+                batches,
             }),
         })
     }
 
-    /// Stores the events that were not stored before, atomically, in order. They are in sled's
-    /// memory when this returns; call [`Journal::commit`] before acknowledging them.
-    pub fn append(
+    /// Stores the events that were not stored before, atomically and in order. They are in
+    /// sled's memory when this returns; call [`Journal::commit`] before acknowledging them.
+    ///
+    /// Appends from concurrent deliveries are folded into one sled batch by the writer thread:
+    /// sled seals and writes an I/O buffer per batch, so a batch per delivery would cost a
+    /// write per request.
+    pub async fn append(
         &self,
         account: &AccountId,
-        events: &[IncomingEvent<'_>],
+        events: Vec<IncomingEvent>,
         received_at_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        let inner = &self.inner;
-        // unwrap: a poisoned lock means a panic mid-append; sled's batch was not applied then.
-        let _guard = inner.append_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut outcome = AppendOutcome::default();
-        let mut batch = sled::Batch::default();
-        let mut seen_in_batch = HashSet::new();
-        let mut seq = inner.last_seq.load(Ordering::SeqCst);
-        for incoming in events {
-            let dedup_key = dedup_key(account, incoming.webhook_event_id);
-            if !seen_in_batch.insert(incoming.webhook_event_id)
-                || inner.tree.contains_key(&dedup_key)?
-            {
-                outcome.duplicates += 1;
-                continue;
-            }
-            seq += 1;
-            let record = StoredEvent {
-                v: JOURNAL_FORMAT_VERSION,
-                seq,
-                conversation: incoming.conversation.clone(),
-                received_at_ms,
-                event: incoming.raw.to_owned(),
-            };
-            // unwrap: serialising a struct of strings, integers and already-valid JSON cannot fail.
-            let value = serde_json::to_vec(&record).unwrap();
-            let conversation = incoming.conversation.to_string();
-            batch.insert(event_key(&conversation, seq), value);
-            batch.insert(dedup_key, &seq.to_be_bytes());
-            batch.insert(pending_key(&conversation), &seq.to_be_bytes());
-            outcome.stored.push(seq);
+        let (done, outcome) = oneshot::channel();
+        let append = Append {
+            account: account.clone(),
+            events,
+            received_at_ms,
+            done,
+        };
+        let sent = match &*self.inner.appends.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(sender) => sender.send(append).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StorageError::WriterGone);
         }
-        if !outcome.stored.is_empty() {
-            batch.insert(LAST_SEQ, &seq.to_be_bytes());
-            inner.tree.apply_batch(batch)?;
-            inner.last_seq.store(seq, Ordering::SeqCst);
-        }
-        Ok(outcome)
+        outcome.await.map_err(|_| StorageError::WriterGone)?
     }
 
     /// Returns once everything appended before the call is as durable as `storage.durability`
@@ -211,10 +233,95 @@ impl Journal {
         self.inner.last_seq.load(Ordering::SeqCst)
     }
 
-    /// (commits, flushes) of the group commit, for metrics.
-    pub fn commit_stats(&self) -> (u64, u64) {
+    /// (sled batches written, durable commits requested, fsyncs issued), for metrics.
+    pub fn write_stats(&self) -> (u64, u64, u64) {
         let gc = &self.inner.group_commit;
-        (gc.commits(), gc.flushes())
+        (
+            self.inner.batches.load(Ordering::Relaxed),
+            gc.commits(),
+            gc.flushes(),
+        )
+    }
+}
+
+/// The single writer: dedup checks and sequence numbers need one, and one sled batch per
+/// group of deliveries is what keeps sled fast.
+struct Writer {
+    tree: sled::Tree,
+    last_seq: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(self, receiver: mpsc::Receiver<Append>) {
+        while let Ok(first) = receiver.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_APPENDS_PER_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            match self.write(&group) {
+                Ok(outcomes) => {
+                    for (append, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = append.done.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error.message = %e, "journal batch failed; nothing of it was stored");
+                    let reason = e.to_string();
+                    for append in group {
+                        let _ = append
+                            .done
+                            .send(Err(StorageError::BatchFailed(reason.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one group of deliveries as one atomic sled batch.
+    fn write(&self, group: &[Append]) -> Result<Vec<AppendOutcome>, StorageError> {
+        let mut batch = sled::Batch::default();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut seq = self.last_seq.load(Ordering::SeqCst);
+        let first_seq = seq;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for append in group {
+            let mut outcome = AppendOutcome::default();
+            for incoming in &append.events {
+                let dedup_key = dedup_key(&append.account, &incoming.webhook_event_id);
+                if seen.contains(&dedup_key) || self.tree.contains_key(&dedup_key)? {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                seq += 1;
+                let record = StoredEvent {
+                    v: JOURNAL_FORMAT_VERSION,
+                    seq,
+                    conversation: incoming.conversation.clone(),
+                    received_at_ms: append.received_at_ms,
+                    event: incoming.raw.clone(),
+                };
+                // unwrap: serialising strings, integers and already-valid JSON cannot fail.
+                let value = serde_json::to_vec(&record).unwrap();
+                let conversation = incoming.conversation.to_string();
+                batch.insert(event_key(&conversation, seq), value);
+                batch.insert(dedup_key.clone(), &seq.to_be_bytes());
+                batch.insert(pending_key(&conversation), &seq.to_be_bytes());
+                seen.insert(dedup_key);
+                outcome.stored.push(seq);
+            }
+            outcomes.push(outcome);
+        }
+        if seq != first_seq {
+            batch.insert(LAST_SEQ, &seq.to_be_bytes());
+            self.tree.apply_batch(batch)?;
+            self.last_seq.store(seq, Ordering::SeqCst);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(outcomes)
     }
 }
 
@@ -279,38 +386,28 @@ mod tests {
         )
     }
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(format!(r#"{{"text":"{text}"}}"#)).unwrap()
+    fn event(id: &str, user: &str, text: &str) -> IncomingEvent {
+        IncomingEvent {
+            webhook_event_id: id.to_owned(),
+            conversation: key(user),
+            raw: RawValue::from_string(format!(r#"{{"text":"{text}"}}"#)).unwrap(),
+        }
     }
 
-    #[test]
-    fn events_are_stored_once_in_order_per_conversation() {
+    fn demo() -> AccountId {
+        AccountId::parse("demo").unwrap()
+    }
+
+    #[actix_web::test]
+    async fn events_are_stored_once_in_order_per_conversation() {
         let (_dir, journal) = journal();
-        let account = AccountId::parse("demo").unwrap();
-        let (a1, a2, b1) = (raw("a1"), raw("a2"), raw("b1"));
-        let batch = [
-            IncomingEvent {
-                webhook_event_id: "E1",
-                conversation: key("Ua"),
-                raw: &a1,
-            },
-            IncomingEvent {
-                webhook_event_id: "E2",
-                conversation: key("Ub"),
-                raw: &b1,
-            },
-            IncomingEvent {
-                webhook_event_id: "E3",
-                conversation: key("Ua"),
-                raw: &a2,
-            },
-            IncomingEvent {
-                webhook_event_id: "E3",
-                conversation: key("Ua"),
-                raw: &a2,
-            },
+        let batch = vec![
+            event("E1", "Ua", "a1"),
+            event("E2", "Ub", "b1"),
+            event("E3", "Ua", "a2"),
+            event("E3", "Ua", "a2"),
         ];
-        let outcome = journal.append(&account, &batch, 1).unwrap();
+        let outcome = journal.append(&demo(), batch, 1).await.unwrap();
         assert_eq!(
             outcome,
             AppendOutcome {
@@ -319,7 +416,8 @@ mod tests {
             }
         );
 
-        let again = journal.append(&account, &batch[..2], 2).unwrap();
+        let again = vec![event("E1", "Ua", "a1"), event("E2", "Ub", "b1")];
+        let again = journal.append(&demo(), again, 2).await.unwrap();
         assert_eq!(
             again,
             AppendOutcome {
@@ -335,7 +433,7 @@ mod tests {
         assert_eq!(texts, [r#"{"text":"a1"}"#, r#"{"text":"a2"}"#]);
         assert_eq!(journal.events_after(&key("Ua"), 1).count(), 1);
         assert_eq!(journal.all_events().count(), 3);
-        assert!(journal.contains(&account, "E2").unwrap());
+        assert!(journal.contains(&demo(), "E2").unwrap());
         let pending: Vec<_> = journal
             .pending_conversations()
             .map(Result::unwrap)
@@ -343,45 +441,61 @@ mod tests {
         assert_eq!(pending, [(key("Ua"), 3), (key("Ub"), 2)]);
     }
 
-    #[test]
-    fn sequence_numbers_continue_after_reopening() {
+    #[actix_web::test]
+    async fn concurrent_appends_are_all_stored_with_distinct_sequence_numbers() {
+        let (_dir, journal) = journal();
+        let appends = (0..50).map(|i| {
+            let journal = journal.clone();
+            async move {
+                let events = vec![
+                    event(&format!("A{i}"), "Ua", "x"),
+                    event(&format!("B{i}"), "Ub", "y"),
+                ];
+                journal.append(&demo(), events, 1).await.unwrap()
+            }
+        });
+        let outcomes = futures_util::future::join_all(appends).await;
+        let mut seqs: Vec<u64> = outcomes.iter().flat_map(|o| o.stored.clone()).collect();
+        for o in &outcomes {
+            assert!(o.stored[0] < o.stored[1], "a delivery keeps its order");
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+        let (batches, _, _) = journal.write_stats();
+        assert!((1..=50).contains(&batches));
+    }
+
+    #[actix_web::test]
+    async fn sequence_numbers_continue_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let account = AccountId::parse("demo").unwrap();
-        let r = raw("x");
         {
             let journal = Journal::open(sled::open(dir.path()).unwrap(), Durability::Os).unwrap();
-            let e = [IncomingEvent {
-                webhook_event_id: "E1",
-                conversation: key("Ua"),
-                raw: &r,
-            }];
-            journal.append(&account, &e, 1).unwrap();
+            journal
+                .append(&demo(), vec![event("E1", "Ua", "x")], 1)
+                .await
+                .unwrap();
         }
         let journal = Journal::open(sled::open(dir.path()).unwrap(), Durability::Os).unwrap();
         assert_eq!(journal.last_seq(), 1);
-        let e = [IncomingEvent {
-            webhook_event_id: "E2",
-            conversation: key("Ua"),
-            raw: &r,
-        }];
-        assert_eq!(journal.append(&account, &e, 2).unwrap().stored, vec![2]);
+        let outcome = journal
+            .append(&demo(), vec![event("E2", "Ua", "x")], 2)
+            .await
+            .unwrap();
+        assert_eq!(outcome.stored, vec![2]);
     }
 
-    #[test]
-    fn the_same_event_id_in_another_account_is_another_event() {
+    #[actix_web::test]
+    async fn the_same_event_id_in_another_account_is_another_event() {
         let (_dir, journal) = journal();
-        let r = raw("x");
-        let e = [IncomingEvent {
-            webhook_event_id: "E1",
-            conversation: key("Ua"),
-            raw: &r,
-        }];
         journal
-            .append(&AccountId::parse("demo").unwrap(), &e, 1)
+            .append(&demo(), vec![event("E1", "Ua", "x")], 1)
+            .await
             .unwrap();
-        let other = journal
-            .append(&AccountId::parse("other").unwrap(), &e, 1)
+        let other = AccountId::parse("other").unwrap();
+        let outcome = journal
+            .append(&other, vec![event("E1", "Ua", "x")], 1)
+            .await
             .unwrap();
-        assert_eq!(other.stored, vec![2]);
+        assert_eq!(outcome.stored, vec![2]);
     }
 }

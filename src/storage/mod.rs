@@ -19,6 +19,10 @@ pub enum StorageError {
     Open { path: PathBuf, source: sled::Error },
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the journal writer has stopped")]
+    WriterGone,
+    #[error("the journal batch could not be written: {0}")]
+    BatchFailed(String),
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
 }
