@@ -105,8 +105,8 @@ impl LineSource {
             kind,
             &id,
             Self::MAX_LEN,
-            "printable ASCII without '/' or spaces",
-            |b| b.is_ascii_graphic() && b != b'/',
+            "printable ASCII without '/', '.' or spaces",
+            |b| b.is_ascii_graphic() && b != b'/' && b != b'.',
         )?;
         Ok(id)
     }
@@ -180,6 +180,109 @@ impl fmt::Display for ConversationKey {
     }
 }
 
+/// An agent as configured (and, later, created through the admin API).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgentId(String);
+
+impl AgentId {
+    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        check(
+            "agent id",
+            &value,
+            64,
+            "lowercase letters, digits, '-' and '_'",
+            |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
+        )?;
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AgentId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<AgentId> for String {
+    fn from(id: AgentId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One conversation: the `number`th of a chat. A customer who writes again after a conversation
+/// closed starts the next number; the earlier ones stay readable. Written
+/// `{account}.{user|group|room}.{line id}.{number}`: URL-safe, and sortable by chat.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ConversationId {
+    pub key: ConversationKey,
+    pub number: u32,
+}
+
+impl ConversationId {
+    pub fn new(key: ConversationKey, number: u32) -> Self {
+        Self { key, number }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let bad = IdError::BadCharacter {
+            kind: "conversation id",
+            allowed: "the form account.user|group|room.id.number",
+        };
+        let parts: Vec<&str> = value.split('.').collect();
+        let [account, kind, id, number] = parts[..] else {
+            return Err(bad);
+        };
+        let account = AccountId::parse(account)?;
+        let source = match kind {
+            "user" => LineSource::user(id)?,
+            "group" => LineSource::group(id)?,
+            "room" => LineSource::room(id)?,
+            _ => return Err(bad),
+        };
+        let number = number.parse().map_err(|_| bad)?;
+        Ok(Self::new(ConversationKey::new(account, source), number))
+    }
+}
+
+impl TryFrom<String> for ConversationId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ConversationId> for String {
+    fn from(id: ConversationId) -> Self {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, id) = match &self.key.source {
+            LineSource::User(id) => ("user", id.as_str()),
+            LineSource::Group(id) => ("group", id.as_str()),
+            LineSource::Room(id) => ("room", id.as_str()),
+            LineSource::Channel => ("channel", "-"),
+        };
+        write!(f, "{}.{kind}.{id}.{}", self.key.account, self.number)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +311,20 @@ mod tests {
         }
         assert!(ConversationKey::parse("demo/user").is_err());
         assert!(ConversationKey::parse("demo/user/a/b").is_err());
+    }
+
+    #[test]
+    fn a_conversation_id_round_trips_and_names_its_chat() {
+        let key = ConversationKey::parse("demo/user/U4af4980629").unwrap();
+        let id = ConversationId::new(key.clone(), 3);
+        assert_eq!(id.to_string(), "demo.user.U4af4980629.3");
+        assert_eq!(
+            ConversationId::parse("demo.user.U4af4980629.3").unwrap(),
+            id
+        );
+        assert!(ConversationId::parse("demo.user.U4af4980629").is_err());
+        assert!(ConversationId::parse("demo.bot.U1.1").is_err());
+        assert!(ConversationId::parse("demo.user.U1.x").is_err());
     }
 
     #[test]

@@ -1,0 +1,360 @@
+//! The conversation actor: owns one chat's [`ConversationState`], applies its journal events in
+//! order, snapshots, fires timers, and passivates when idle.
+//!
+//! In: [`JournalAppended`], [`GetConversation`], [`Tick`], [`ApplyAgentAction`], [`SnapshotNow`]
+//! (all through the registry). Out: [`ConversationIdle`] to the registry, and the store.
+//!
+//! Recovery is the same path at first start, after passivation and after a supervised restart:
+//! latest snapshot, then the journal after it. A handler that hits an error it can't handle logs
+//! it and stops the actor; the Supervisor restarts it from storage, so in-memory state that may
+//! be wrong is thrown away. Panics are not caught by actix, so handlers return errors instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::clock::Instant;
+use actix::prelude::*;
+use tracing::Instrument;
+
+use super::messages::*;
+use super::state::{ConversationSettings, ConversationState, Effect};
+use super::store::ConversationStore;
+use crate::domain::ConversationKey;
+
+/// Persistence and lifetime knobs of conversation actors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Snapshot after this many applied events (and on every state change).
+    pub snapshot_every: u32,
+    /// Stop an actor idle this long; its next event starts it again from storage.
+    pub idle_passivate: Duration,
+    /// How often the registry looks for due timers.
+    pub timer_resolution: Duration,
+    /// Threads the conversation actors run on; 0 = one per CPU core.
+    pub arbiters: usize,
+}
+
+/// What every conversation actor shares.
+pub struct ConversationEnv {
+    pub store: Arc<dyn ConversationStore>,
+    pub settings: ConversationSettings,
+    pub runtime: RuntimeSettings,
+    pub registry: Recipient<ConversationIdle>,
+}
+
+pub struct Conversation {
+    key: ConversationKey,
+    env: Arc<ConversationEnv>,
+    /// `None` until recovered (and again while restarting).
+    state: Option<ConversationState>,
+    /// Events applied since the last snapshot.
+    unsaved: u32,
+    last_active: Instant,
+    /// Set once the registry let this actor go: it must not write anything any more.
+    passivated: bool,
+    restarts: u32,
+    #[cfg(feature = "fault-injection")]
+    fail_next: bool,
+}
+
+impl Conversation {
+    pub fn new(key: ConversationKey, env: Arc<ConversationEnv>) -> Self {
+        Self {
+            key,
+            env,
+            state: None,
+            unsaved: 0,
+            last_active: Instant::now(),
+            passivated: false,
+            restarts: 0,
+            #[cfg(feature = "fault-injection")]
+            fail_next: false,
+        }
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("conversation", conversation_id = %self.key)
+    }
+
+    /// Latest snapshot plus the journal after it.
+    fn recover(&mut self) -> Result<(), ConversationError> {
+        let state = self
+            .env
+            .store
+            .load(&self.key)?
+            .unwrap_or_else(|| ConversationState::new(self.key.clone()));
+        self.state = Some(state);
+        self.unsaved = 0;
+        let applied = self.catch_up()?;
+        if self.unsaved > 0 {
+            // Replayed events are not replayed again after the next restart.
+            self.save()?;
+        }
+        tracing::debug!(replayed = applied, "conversation recovered");
+        Ok(())
+    }
+
+    /// Applies every journal event not applied yet; returns how many.
+    fn catch_up(&mut self) -> Result<usize, ConversationError> {
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        let events = self.env.store.events_after(&self.key, state.applied_seq)?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let before = shape(state);
+        let mut effects = Vec::new();
+        for event in &events {
+            effects.extend(state.apply(event, &self.env.settings));
+        }
+        self.unsaved += events.len() as u32;
+        let changed = shape(state) != before;
+        self.carry_out(effects)?;
+        if changed || self.unsaved >= self.env.runtime.snapshot_every {
+            self.save()?;
+        }
+        Ok(events.len())
+    }
+
+    fn save(&mut self) -> Result<(), ConversationError> {
+        if self.passivated {
+            return Ok(());
+        }
+        let state = self.state.as_ref().ok_or(ConversationError::NotReady)?;
+        self.env.store.save(state)?;
+        self.unsaved = 0;
+        Ok(())
+    }
+
+    fn carry_out(&self, effects: Vec<Effect>) -> Result<(), ConversationError> {
+        for effect in effects {
+            match effect {
+                Effect::Archive(conversation) => self.env.store.archive(&conversation)?,
+                Effect::HideArchivedMessage {
+                    conversation,
+                    message_id,
+                } => self
+                    .env
+                    .store
+                    .hide_archived_message(&conversation, &message_id)?,
+                // Routing consumes these once the router exists; until then they are only traced.
+                Effect::Enqueue { conversation } => {
+                    tracing::debug!(%conversation, "conversation waits for an agent")
+                }
+                Effect::ReleaseCapacity {
+                    agent,
+                    conversation,
+                } => tracing::debug!(%agent, %conversation, "agent capacity released"),
+                Effect::ReclaimCapacity {
+                    agent,
+                    conversation,
+                } => tracing::debug!(%agent, %conversation, "agent capacity taken again"),
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> Result<ConversationView, ConversationError> {
+        Ok(ConversationView {
+            state: self.state.clone().ok_or(ConversationError::NotReady)?,
+            restarts: self.restarts,
+        })
+    }
+
+    /// Ends the actor after an error it cannot handle; the Supervisor restarts it from storage.
+    fn fail(&mut self, error: &ConversationError, ctx: &mut Context<Self>) {
+        tracing::error!(
+            parent: &self.span(),
+            error.message = %error,
+            "conversation failed; restarting it from its snapshot and journal"
+        );
+        ctx.stop();
+    }
+
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.passivated || self.last_active.elapsed() < self.env.runtime.idle_passivate {
+            return;
+        }
+        let Some(applied_seq) = self.state.as_ref().map(|s| s.applied_seq) else {
+            return;
+        };
+        if self.unsaved > 0 {
+            if let Err(e) = self.save() {
+                return self.fail(&e, ctx);
+            }
+        }
+        let ask = ConversationIdle {
+            key: self.key.clone(),
+            applied_seq,
+        };
+        // Freeze the mailbox until the registry answers: nothing may be applied in between.
+        self.env
+            .registry
+            .send(ask)
+            .into_actor(self)
+            .map(|answer, act, ctx| match answer {
+                Ok(true) => {
+                    act.passivated = true;
+                    ctx.stop();
+                }
+                Ok(false) => act.last_active = Instant::now(),
+                Err(e) => tracing::warn!(error.message = %e, "registry did not answer"),
+            })
+            .wait(ctx);
+    }
+
+    fn handle_result<T>(
+        &mut self,
+        result: Result<T, ConversationError>,
+        ctx: &mut Context<Self>,
+    ) -> Result<T, ConversationError> {
+        match &result {
+            // A refused agent action is the caller's mistake, not a broken conversation.
+            Err(ConversationError::Transition(_)) | Ok(_) => {}
+            Err(e) => self.fail(e, ctx),
+        }
+        result
+    }
+}
+
+/// What a snapshot must follow at once: status changes and conversation turnover.
+fn shape(state: &ConversationState) -> (Option<(u32, super::state::Status)>, usize) {
+    (
+        state.current.as_ref().map(|c| (c.id.number, c.status)),
+        state.history.len(),
+    )
+}
+
+impl Actor for Conversation {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.passivated {
+            // Restarted by a stray address after passivating: stay down.
+            ctx.stop();
+            return;
+        }
+        self.last_active = Instant::now();
+        let span = self.span();
+        let recovered = span.in_scope(|| self.recover());
+        if let Err(e) = recovered {
+            // Retry later rather than in a tight restart loop on a persistent fault.
+            tracing::error!(parent: &span, error.message = %e, "conversation could not recover; retrying");
+            ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+            return;
+        }
+        let every = (self.env.runtime.idle_passivate / 4).max(Duration::from_millis(10));
+        ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
+    }
+}
+
+impl Supervised for Conversation {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.state = None;
+        self.unsaved = 0;
+        self.restarts += 1;
+    }
+}
+
+impl Handler<JournalAppended> for Conversation {
+    type Result = Result<(), ConversationError>;
+
+    fn handle(&mut self, msg: JournalAppended, ctx: &mut Self::Context) -> Self::Result {
+        if self.passivated {
+            return Ok(());
+        }
+        self.last_active = Instant::now();
+        #[cfg(feature = "fault-injection")]
+        if std::mem::take(&mut self.fail_next) {
+            let result = Err(ConversationError::Injected);
+            return self.handle_result(result, ctx);
+        }
+        let span = tracing::debug_span!(parent: &self.span(), "journal_appended", seq = msg.seq);
+        let result = span.in_scope(|| self.catch_up().map(|_| ()));
+        self.handle_result(result, ctx)
+    }
+}
+
+impl Handler<GetConversation> for Conversation {
+    type Result = Result<ConversationView, ConversationError>;
+
+    fn handle(&mut self, _: GetConversation, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.catch_up().and_then(|_| self.view());
+        self.handle_result(result, ctx)
+    }
+}
+
+impl Handler<Tick> for Conversation {
+    type Result = Result<(), ConversationError>;
+
+    fn handle(&mut self, msg: Tick, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.catch_up().and_then(|_| {
+            let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+            let before = state.deadline_ms();
+            let effects = state.tick(msg.now_ms, &self.env.settings);
+            let after = state.deadline_ms();
+            self.carry_out(effects)?;
+            if before != after {
+                self.save()?;
+            }
+            Ok(())
+        });
+        self.handle_result(result, ctx)
+    }
+}
+
+impl Handler<ApplyAgentAction> for Conversation {
+    type Result = Result<ConversationView, ConversationError>;
+
+    fn handle(&mut self, msg: ApplyAgentAction, ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let result = self.catch_up().and_then(|_| {
+            let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+            let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
+            let effects = match &msg.action {
+                AgentAction::Assign => state.assign(agent, now, settings),
+                AgentAction::SetWaiting => state.set_waiting(agent, now, settings),
+                AgentAction::End => state.end(agent, now, settings),
+                AgentAction::WrapUpDone => state.wrap_up_done(agent, now, settings),
+                AgentAction::Requeue { reason } => state.requeue(reason, now, settings),
+            }?;
+            self.carry_out(effects)?;
+            self.save()?;
+            self.view()
+        });
+        self.handle_result(result, ctx)
+    }
+}
+
+impl Handler<SnapshotNow> for Conversation {
+    type Result = Result<(), ConversationError>;
+
+    fn handle(&mut self, _: SnapshotNow, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.catch_up().and_then(|_| self.save());
+        self.handle_result(result, ctx)
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectFault> for Conversation {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectFault, _: &mut Self::Context) {
+        self.fail_next = true;
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Runs `fut` inside the conversation's span (used by the registry's forwarding futures).
+pub(crate) fn traced<F: std::future::Future>(
+    key: &ConversationKey,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    fut.instrument(tracing::info_span!("conversation", conversation_id = %key))
+}

@@ -1,0 +1,138 @@
+//! Messages of the conversation actors and their registry.
+
+use actix::prelude::*;
+
+use crate::domain::{AgentId, ConversationKey};
+
+use super::state::{ConversationState, TransitionError};
+use super::store::StoreError;
+
+/// Why a conversation could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConversationError {
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// Recovering after a restart; the caller may retry.
+    #[error("the conversation is recovering")]
+    NotReady,
+    #[error("the conversation actor is unreachable: {0}")]
+    Unreachable(String),
+    #[cfg(feature = "fault-injection")]
+    #[error("injected fault")]
+    Injected,
+}
+
+// Messages to one conversation (through the registry).
+
+/// The journal holds events for this chat up to `seq`: apply what is new.
+/// Sent by the registry after the webhook stored them; the reply is for tests.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConversationError>")]
+pub struct JournalAppended {
+    pub seq: u64,
+}
+
+/// The chat's state, brought up to date with the journal first, so a caller that saw its
+/// webhook acknowledged also sees its effect.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ConversationView, ConversationError>")]
+pub struct GetConversation;
+
+/// What [`GetConversation`] answers.
+#[derive(Debug, Clone)]
+pub struct ConversationView {
+    pub state: ConversationState,
+    /// Times supervision restarted this actor since it was started.
+    pub restarts: u32,
+}
+
+/// Fires due timers. Sent by the registry when the timer index says the chat is due.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConversationError>")]
+pub struct Tick {
+    pub now_ms: i64,
+}
+
+/// What an agent (or the router on its behalf) does to a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAction {
+    Assign,
+    SetWaiting,
+    End,
+    WrapUpDone,
+    Requeue { reason: String },
+}
+
+/// Applies an agent's action; the reply is the new state or why it was refused.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ConversationView, ConversationError>")]
+pub struct ApplyAgentAction {
+    pub agent: AgentId,
+    pub action: AgentAction,
+}
+
+/// Writes a snapshot now (shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ConversationError>")]
+pub struct SnapshotNow;
+
+/// Test hook: the next journal notification fails as an unrecoverable error would.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InjectFault;
+
+// Messages to the registry.
+
+/// Events for `key` up to `seq` are durable in the journal. Sent by the webhook with `do_send`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EventsStored {
+    pub key: ConversationKey,
+    pub seq: u64,
+}
+
+/// A conversation idle for `conversation.idle_passivate_ms` asks to stop. The registry agrees
+/// (`true`, and forgets the actor) unless events arrived that the actor has not applied.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct ConversationIdle {
+    pub key: ConversationKey,
+    pub applied_seq: u64,
+}
+
+/// Asks one chat's actor, starting it if it is passivated.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ConversationView, ConversationError>")]
+pub struct AskConversation {
+    pub key: ConversationKey,
+    pub question: Question,
+}
+
+#[derive(Debug)]
+pub enum Question {
+    Get,
+    Agent(ApplyAgentAction),
+    #[cfg(feature = "fault-injection")]
+    InjectFault,
+}
+
+/// Snapshots every live conversation; answers how many.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct SnapshotAll;
+
+/// Counters of the registry.
+#[derive(Debug, Message)]
+#[rtype(result = "RegistryStats")]
+pub struct GetRegistryStats;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Conversation actors alive now.
+    pub live: usize,
+    pub started: u64,
+    pub passivated: u64,
+}

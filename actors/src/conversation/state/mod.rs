@@ -1,0 +1,748 @@
+//! The conversation state machine: plain data and functions, no actors, no I/O.
+//!
+//! One [`ConversationState`] per chat (a LINE user, group or room of one account). It holds the
+//! contact's standing (blocked or not), the current [`Conversation`] if one is open, and the ids
+//! of earlier ones. A conversation moves
+//! `open → bot → queued → active ⇄ waiting → wrap_up → closed`; every move is a [`Transition`]
+//! with its time and [`Cause`]. Timers are deadlines in the state, fired by [`ConversationState::tick`]
+//! with the current time, so they survive restarts and tests drive them with any clock.
+//! Every method returns the [`Effect`]s the actor must carry out (archive a closed
+//! conversation, ask the router for an agent, release capacity).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AgentId, Content, ConversationId, ConversationKey, Inbound, InboundKind};
+
+/// Snapshot format written by this release; older formats are upgraded on load.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+
+/// How long each state may last, and the routing switches the state machine needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSettings {
+    pub queued_timeout: Duration,
+    pub active_timeout: Duration,
+    pub waiting_timeout: Duration,
+    /// How long an ended conversation keeps holding the agent's capacity.
+    pub wrap_up_hold: Duration,
+    /// When a conversation left in wrap-up closes by itself.
+    pub wrap_up_timeout: Duration,
+    /// A customer returning to a `waiting` conversation goes back to the same agent.
+    pub keep_same_agent: bool,
+    /// New conversations go to a bot first (the bot itself arrives later; off until then).
+    pub bot_first: bool,
+}
+
+impl Default for ConversationSettings {
+    /// Dynamics 365's defaults for social channels.
+    fn default() -> Self {
+        const DAY: u64 = 24 * 60 * 60;
+        Self {
+            queued_timeout: Duration::from_secs(30 * DAY),
+            active_timeout: Duration::from_secs(30 * DAY),
+            waiting_timeout: Duration::from_secs(30 * DAY),
+            wrap_up_hold: Duration::from_secs(60),
+            wrap_up_timeout: Duration::from_secs(DAY),
+            keep_same_agent: true,
+            bot_first: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// New, not yet handled.
+    Open,
+    /// A bot is answering.
+    Bot,
+    /// Waiting for an agent.
+    Queued,
+    /// Assigned to an agent.
+    Active,
+    /// Set aside by the agent until the customer answers; the agent's capacity is free.
+    Waiting,
+    /// The agent ended it and is finishing notes; capacity is held for a while.
+    WrapUp,
+    Closed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Bot => "bot",
+            Self::Queued => "queued",
+            Self::Active => "active",
+            Self::Waiting => "waiting",
+            Self::WrapUp => "wrap_up",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Open,
+            Self::Bot,
+            Self::Queued,
+            Self::Active,
+            Self::Waiting,
+            Self::WrapUp,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+/// Why a conversation moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Cause {
+    /// The customer's first message opened it.
+    CustomerMessage,
+    /// No bot answers this workstream, so it went straight to the queue.
+    NoBot,
+    /// The bot handed over to a human.
+    BotEscalated,
+    AgentAssigned {
+        agent: AgentId,
+    },
+    AgentSetWaiting {
+        agent: AgentId,
+    },
+    /// The customer wrote while it was waiting.
+    CustomerReturned,
+    AgentEnded {
+        agent: AgentId,
+    },
+    WrapUpDone {
+        agent: AgentId,
+    },
+    /// Sent back to the queue (agent gone, transfer to a queue).
+    Requeued {
+        reason: String,
+    },
+    /// The state's auto-close timer ran out.
+    Timeout {
+        after_ms: u64,
+    },
+    /// The customer wrote during wrap-up: this one closes and a new one opens.
+    Superseded,
+    /// The account left the group or room.
+    LeftChat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub from: Option<Status>,
+    pub to: Status,
+    pub at_ms: i64,
+    pub cause: Cause,
+}
+
+/// Who wrote a transcript entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Author {
+    /// A LINE user; in groups the member who wrote, when LINE names them.
+    Customer {
+        user_id: Option<String>,
+    },
+    Agent {
+        agent: AgentId,
+    },
+    Bot,
+    /// linedesk itself: joins, leaves, follows, blocks.
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    pub at_ms: i64,
+    pub author: Author,
+    /// LINE's message id, for customer messages (unsend refers to it).
+    pub message_id: Option<String>,
+    /// `None` once the customer unsent it: agents no longer see what it said.
+    pub content: Option<Content>,
+    pub unsent: bool,
+    /// Journal sequence of the event this entry came from.
+    pub seq: Option<u64>,
+}
+
+impl TranscriptEntry {
+    /// What agents see for this entry.
+    pub fn preview(&self) -> String {
+        match &self.content {
+            Some(content) => content.preview(),
+            None if self.unsent => "[message unsent by the customer]".into(),
+            None => String::new(),
+        }
+    }
+}
+
+/// One conversation, from the customer's first message to its close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub status: Status,
+    /// The agent it is assigned to (also kept in `waiting` and `wrap_up`).
+    pub agent: Option<AgentId>,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub closed_at_ms: Option<i64>,
+    /// When the current state's timer fires.
+    pub deadline_ms: Option<i64>,
+    /// In wrap-up: the agent's capacity is still taken.
+    pub capacity_held: bool,
+    /// Earlier conversations of the same chat, oldest first.
+    pub previous: Vec<ConversationId>,
+    pub transitions: Vec<Transition>,
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+impl Conversation {
+    fn move_to(&mut self, to: Status, at_ms: i64, cause: Cause, settings: &ConversationSettings) {
+        self.transitions.push(Transition {
+            from: Some(self.status),
+            to,
+            at_ms,
+            cause,
+        });
+        self.status = to;
+        self.updated_at_ms = at_ms;
+        let after = |d: Duration| Some(at_ms.saturating_add(d.as_millis() as i64));
+        self.deadline_ms = match to {
+            Status::Open | Status::Bot => None,
+            Status::Queued => after(settings.queued_timeout),
+            Status::Active => after(settings.active_timeout),
+            Status::Waiting => after(settings.waiting_timeout),
+            Status::WrapUp => after(settings.wrap_up_hold.min(settings.wrap_up_timeout)),
+            Status::Closed => None,
+        };
+        self.capacity_held = to == Status::WrapUp;
+        if to == Status::Closed {
+            self.closed_at_ms = Some(at_ms);
+        }
+    }
+
+    fn timeout_of(status: Status, settings: &ConversationSettings) -> Duration {
+        match status {
+            Status::Queued => settings.queued_timeout,
+            Status::Active => settings.active_timeout,
+            Status::Waiting => settings.waiting_timeout,
+            Status::WrapUp => settings.wrap_up_timeout,
+            Status::Open | Status::Bot | Status::Closed => Duration::ZERO,
+        }
+    }
+}
+
+/// The contact behind a chat, as far as LINE tells us.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactState {
+    /// The customer blocked the account (unfollow): nothing may be sent.
+    pub blocked: bool,
+    /// Friend of the account (follow seen and not undone).
+    pub following: bool,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// What the actor must do after a state change. Replaying the journal produces the same
+/// effects again, so each is idempotent where it is carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Store this closed conversation for good (history, API); the state forgets its transcript.
+    Archive(Box<Conversation>),
+    /// The conversation waits for an agent.
+    Enqueue { conversation: ConversationId },
+    /// The agent's capacity for this conversation is free again.
+    ReleaseCapacity {
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    /// The agent takes this conversation back (customer returned from waiting).
+    ReclaimCapacity {
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    /// An unsent message belongs to an archived conversation, which must hide it too.
+    HideArchivedMessage {
+        conversation: ConversationId,
+        message_id: String,
+    },
+}
+
+/// Why an agent's action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("there is no open conversation")]
+    NoConversation,
+    #[error("conversation {id} is {status}, so it can't be {action}")]
+    InvalidState {
+        id: String,
+        status: &'static str,
+        action: &'static str,
+    },
+    #[error("conversation {id} is not assigned to agent {agent}")]
+    NotYours { id: String, agent: String },
+}
+
+/// Everything a conversation actor owns; its snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationState {
+    /// Snapshot format version ([`SNAPSHOT_FORMAT_VERSION`]).
+    pub v: u16,
+    pub key: ConversationKey,
+    /// Highest journal sequence applied: recovery replays only what comes after it.
+    pub applied_seq: u64,
+    pub contact: ContactState,
+    pub current: Option<Conversation>,
+    /// Closed conversations of this chat, oldest first (their records are archived).
+    pub history: Vec<ConversationId>,
+    /// Events the state did not change on (beacon, membership, unknown types), for operators.
+    pub other_events: u64,
+}
+
+impl ConversationState {
+    pub fn new(key: ConversationKey) -> Self {
+        Self {
+            v: SNAPSHOT_FORMAT_VERSION,
+            key,
+            applied_seq: 0,
+            contact: ContactState::default(),
+            current: None,
+            history: Vec::new(),
+            other_events: 0,
+        }
+    }
+
+    /// When the next timer fires, if any.
+    pub fn deadline_ms(&self) -> Option<i64> {
+        self.current.as_ref().and_then(|c| c.deadline_ms)
+    }
+
+    /// Applies one journal event. Events at or below `applied_seq` were applied before and are
+    /// ignored, which is what makes replay after a crash exactly-once.
+    pub fn apply(&mut self, event: &Inbound, settings: &ConversationSettings) -> Vec<Effect> {
+        if event.seq <= self.applied_seq {
+            return Vec::new();
+        }
+        self.applied_seq = event.seq;
+        let at = event.received_at_ms;
+        let mut effects = Vec::new();
+        match &event.kind {
+            InboundKind::Message {
+                message_id,
+                content,
+                ..
+            } => {
+                self.contact.last_seen_ms = Some(at);
+                let entry = TranscriptEntry {
+                    at_ms: at,
+                    author: Author::Customer {
+                        user_id: event.sender.clone(),
+                    },
+                    message_id: Some(message_id.clone()),
+                    content: Some(content.clone()),
+                    unsent: false,
+                    seq: Some(event.seq),
+                };
+                self.customer_wrote(entry, at, settings, &mut effects);
+            }
+            InboundKind::Postback { data, .. } => {
+                self.contact.last_seen_ms = Some(at);
+                let entry = TranscriptEntry {
+                    at_ms: at,
+                    author: Author::Customer {
+                        user_id: event.sender.clone(),
+                    },
+                    message_id: None,
+                    content: Some(Content::Text {
+                        text: format!("[postback: {data}]"),
+                    }),
+                    unsent: false,
+                    seq: Some(event.seq),
+                };
+                self.customer_wrote(entry, at, settings, &mut effects);
+            }
+            InboundKind::Follow { unblocked } => {
+                self.contact.following = true;
+                self.contact.blocked = false;
+                let note = if *unblocked {
+                    "customer unblocked the account"
+                } else {
+                    "customer added the account as a friend"
+                };
+                self.note(note, at, event.seq);
+            }
+            InboundKind::Unfollow => {
+                self.contact.following = false;
+                self.contact.blocked = true;
+                self.note(
+                    "customer blocked the account; nothing more can be sent",
+                    at,
+                    event.seq,
+                );
+            }
+            InboundKind::Unsend { message_id } => self.unsend(message_id, &mut effects),
+            InboundKind::Joined => self.note("the account joined the chat", at, event.seq),
+            InboundKind::Left => {
+                self.note("the account left the chat", at, event.seq);
+                if let Some(conversation) = &mut self.current {
+                    if conversation.status != Status::Closed {
+                        release_if_held(conversation, &mut effects);
+                        conversation.move_to(Status::Closed, at, Cause::LeftChat, settings);
+                    }
+                }
+                self.archive_closed(&mut effects);
+            }
+            InboundKind::MembersJoined { user_ids } => {
+                self.note(&format!("joined: {}", user_ids.join(", ")), at, event.seq)
+            }
+            InboundKind::MembersLeft { user_ids } => {
+                self.note(&format!("left: {}", user_ids.join(", ")), at, event.seq)
+            }
+            InboundKind::Other { .. } => self.other_events += 1,
+        }
+        effects
+    }
+
+    fn customer_wrote(
+        &mut self,
+        entry: TranscriptEntry,
+        at: i64,
+        settings: &ConversationSettings,
+        effects: &mut Vec<Effect>,
+    ) {
+        if let Some(conversation) = &mut self.current {
+            if conversation.status == Status::WrapUp {
+                release_if_held(conversation, effects);
+                conversation.move_to(Status::Closed, at, Cause::Superseded, settings);
+                self.archive_closed(effects);
+            }
+        }
+        let conversation = match &mut self.current {
+            Some(conversation) => conversation,
+            None => self.open(at, settings, effects),
+        };
+        conversation.transcript.push(entry);
+        conversation.updated_at_ms = at;
+        if conversation.status == Status::Waiting {
+            let agent = conversation.agent.clone();
+            match agent {
+                Some(agent) if settings.keep_same_agent => {
+                    conversation.move_to(Status::Active, at, Cause::CustomerReturned, settings);
+                    effects.push(Effect::ReclaimCapacity {
+                        agent,
+                        conversation: conversation.id.clone(),
+                    });
+                }
+                _ => {
+                    conversation.agent = None;
+                    conversation.move_to(Status::Queued, at, Cause::CustomerReturned, settings);
+                    effects.push(Effect::Enqueue {
+                        conversation: conversation.id.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Opens the next conversation of this chat and routes it (bot or queue).
+    fn open(
+        &mut self,
+        at: i64,
+        settings: &ConversationSettings,
+        effects: &mut Vec<Effect>,
+    ) -> &mut Conversation {
+        let number = self.history.len() as u32 + 1;
+        let mut conversation = Conversation {
+            id: ConversationId::new(self.key.clone(), number),
+            status: Status::Open,
+            agent: None,
+            opened_at_ms: at,
+            updated_at_ms: at,
+            closed_at_ms: None,
+            deadline_ms: None,
+            capacity_held: false,
+            previous: self.history.clone(),
+            transitions: vec![Transition {
+                from: None,
+                to: Status::Open,
+                at_ms: at,
+                cause: Cause::CustomerMessage,
+            }],
+            transcript: Vec::new(),
+        };
+        if settings.bot_first {
+            conversation.move_to(Status::Bot, at, Cause::CustomerMessage, settings);
+        } else {
+            conversation.move_to(Status::Queued, at, Cause::NoBot, settings);
+            effects.push(Effect::Enqueue {
+                conversation: conversation.id.clone(),
+            });
+        }
+        self.current.insert(conversation)
+    }
+
+    fn note(&mut self, text: &str, at: i64, seq: u64) {
+        if let Some(conversation) = &mut self.current {
+            conversation.transcript.push(TranscriptEntry {
+                at_ms: at,
+                author: Author::System,
+                message_id: None,
+                content: Some(Content::Text { text: text.into() }),
+                unsent: false,
+                seq: Some(seq),
+            });
+        }
+    }
+
+    fn unsend(&mut self, message_id: &str, effects: &mut Vec<Effect>) {
+        let found = self.current.as_mut().and_then(|c| {
+            c.transcript
+                .iter_mut()
+                .find(|e| e.message_id.as_deref() == Some(message_id))
+        });
+        match found {
+            Some(entry) => {
+                entry.content = None;
+                entry.unsent = true;
+            }
+            // Not in the open conversation: it may be in a closed one.
+            None => {
+                if let Some(last) = self.history.last() {
+                    effects.push(Effect::HideArchivedMessage {
+                        conversation: last.clone(),
+                        message_id: message_id.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn archive_closed(&mut self, effects: &mut Vec<Effect>) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.status == Status::Closed)
+        {
+            // unwrap: checked just above.
+            let closed = self.current.take().unwrap();
+            self.history.push(closed.id.clone());
+            effects.push(Effect::Archive(Box::new(closed)));
+        }
+    }
+
+    /// Fires the timer if it is due at `now_ms`.
+    pub fn tick(&mut self, now_ms: i64, settings: &ConversationSettings) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(conversation) = &mut self.current else {
+            return effects;
+        };
+        if !conversation.deadline_ms.is_some_and(|d| d <= now_ms) {
+            return effects;
+        }
+        let status = conversation.status;
+        if status == Status::WrapUp && conversation.capacity_held {
+            release_if_held(conversation, &mut effects);
+            // The hold ran out first; the conversation itself closes at the wrap-up timeout.
+            let entered = conversation.transitions.last().map_or(now_ms, |t| t.at_ms);
+            let close_at = entered.saturating_add(settings.wrap_up_timeout.as_millis() as i64);
+            if close_at > now_ms {
+                conversation.deadline_ms = Some(close_at);
+                return effects;
+            }
+        }
+        release_if_held(conversation, &mut effects);
+        if status == Status::Active {
+            if let Some(agent) = conversation.agent.clone() {
+                effects.push(Effect::ReleaseCapacity {
+                    agent,
+                    conversation: conversation.id.clone(),
+                });
+            }
+        }
+        let after_ms = Conversation::timeout_of(status, settings).as_millis() as u64;
+        conversation.move_to(
+            Status::Closed,
+            now_ms,
+            Cause::Timeout { after_ms },
+            settings,
+        );
+        self.archive_closed(&mut effects);
+        effects
+    }
+
+    /// The router gave the queued conversation to `agent`.
+    pub fn assign(
+        &mut self,
+        agent: &AgentId,
+        at: i64,
+        settings: &ConversationSettings,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        let conversation = self.expect(&[Status::Queued, Status::Bot], "assigned")?;
+        conversation.agent = Some(agent.clone());
+        conversation.move_to(
+            Status::Active,
+            at,
+            Cause::AgentAssigned {
+                agent: agent.clone(),
+            },
+            settings,
+        );
+        Ok(Vec::new())
+    }
+
+    /// The agent sets the conversation aside until the customer answers.
+    pub fn set_waiting(
+        &mut self,
+        agent: &AgentId,
+        at: i64,
+        settings: &ConversationSettings,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        let conversation = self.expect_agent(agent, &[Status::Active], "set waiting")?;
+        conversation.move_to(
+            Status::Waiting,
+            at,
+            Cause::AgentSetWaiting {
+                agent: agent.clone(),
+            },
+            settings,
+        );
+        Ok(vec![Effect::ReleaseCapacity {
+            agent: agent.clone(),
+            conversation: conversation.id.clone(),
+        }])
+    }
+
+    /// The agent ends the conversation: wrap-up, capacity held for `wrap_up_hold`.
+    pub fn end(
+        &mut self,
+        agent: &AgentId,
+        at: i64,
+        settings: &ConversationSettings,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        let conversation = self.expect_agent(agent, &[Status::Active, Status::Waiting], "ended")?;
+        let was_waiting = conversation.status == Status::Waiting;
+        conversation.move_to(
+            Status::WrapUp,
+            at,
+            Cause::AgentEnded {
+                agent: agent.clone(),
+            },
+            settings,
+        );
+        if was_waiting {
+            // Capacity was already free while waiting; wrap-up does not take it again.
+            conversation.capacity_held = false;
+            conversation.deadline_ms =
+                Some(at.saturating_add(settings.wrap_up_timeout.as_millis() as i64));
+        }
+        Ok(Vec::new())
+    }
+
+    /// The agent finished wrap-up: the conversation closes.
+    pub fn wrap_up_done(
+        &mut self,
+        agent: &AgentId,
+        at: i64,
+        settings: &ConversationSettings,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        let conversation = self.expect_agent(agent, &[Status::WrapUp], "closed")?;
+        let mut effects = Vec::new();
+        release_if_held(conversation, &mut effects);
+        conversation.move_to(
+            Status::Closed,
+            at,
+            Cause::WrapUpDone {
+                agent: agent.clone(),
+            },
+            settings,
+        );
+        self.archive_closed(&mut effects);
+        Ok(effects)
+    }
+
+    /// Back to the queue, keeping its age (agent disconnected past grace, transfer to a queue).
+    pub fn requeue(
+        &mut self,
+        reason: &str,
+        at: i64,
+        settings: &ConversationSettings,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        let conversation =
+            self.expect(&[Status::Active, Status::Waiting, Status::Bot], "requeued")?;
+        let mut effects = Vec::new();
+        if let (Some(agent), Status::Active) = (conversation.agent.take(), conversation.status) {
+            effects.push(Effect::ReleaseCapacity {
+                agent,
+                conversation: conversation.id.clone(),
+            });
+        }
+        conversation.agent = None;
+        conversation.move_to(
+            Status::Queued,
+            at,
+            Cause::Requeued {
+                reason: reason.into(),
+            },
+            settings,
+        );
+        effects.push(Effect::Enqueue {
+            conversation: conversation.id.clone(),
+        });
+        Ok(effects)
+    }
+
+    fn expect(
+        &mut self,
+        allowed: &[Status],
+        action: &'static str,
+    ) -> Result<&mut Conversation, TransitionError> {
+        let conversation = self
+            .current
+            .as_mut()
+            .ok_or(TransitionError::NoConversation)?;
+        if !allowed.contains(&conversation.status) {
+            return Err(TransitionError::InvalidState {
+                id: conversation.id.to_string(),
+                status: conversation.status.as_str(),
+                action,
+            });
+        }
+        Ok(conversation)
+    }
+
+    fn expect_agent(
+        &mut self,
+        agent: &AgentId,
+        allowed: &[Status],
+        action: &'static str,
+    ) -> Result<&mut Conversation, TransitionError> {
+        let conversation = self.expect(allowed, action)?;
+        if conversation.agent.as_ref() != Some(agent) {
+            return Err(TransitionError::NotYours {
+                id: conversation.id.to_string(),
+                agent: agent.to_string(),
+            });
+        }
+        Ok(conversation)
+    }
+}
+
+fn release_if_held(conversation: &mut Conversation, effects: &mut Vec<Effect>) {
+    if conversation.capacity_held {
+        conversation.capacity_held = false;
+        if let Some(agent) = conversation.agent.clone() {
+            effects.push(Effect::ReleaseCapacity {
+                agent,
+                conversation: conversation.id.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

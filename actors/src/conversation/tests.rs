@@ -1,0 +1,322 @@
+//! Actor tests: the registry and conversation actors over the in-memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::memory_store::MemoryStore;
+use super::*;
+use crate::domain::{
+    AccountId, AgentId, Content, ConversationId, ConversationKey, Inbound, InboundKind, LineSource,
+};
+
+fn key(user: &str) -> ConversationKey {
+    ConversationKey::new(
+        AccountId::parse("demo").unwrap(),
+        LineSource::user(user).unwrap(),
+    )
+}
+
+fn text(seq: u64, text: &str) -> Inbound {
+    Inbound {
+        seq,
+        webhook_event_id: format!("E{seq}"),
+        at_ms: 1,
+        received_at_ms: actor::now_ms(),
+        sender: None,
+        reply_token: None,
+        redelivery: false,
+        kind: InboundKind::Message {
+            message_id: format!("m{seq}"),
+            content: Content::Text { text: text.into() },
+            quote_token: None,
+        },
+    }
+}
+
+fn runtime() -> RuntimeSettings {
+    RuntimeSettings {
+        snapshot_every: 1_000,
+        idle_passivate: Duration::from_secs(3_600),
+        timer_resolution: Duration::from_millis(20),
+        arbiters: 2,
+    }
+}
+
+fn start(
+    store: &Arc<MemoryStore>,
+    settings: ConversationSettings,
+    runtime: RuntimeSettings,
+) -> Addr<Registry> {
+    Registry::new(store.clone(), settings, runtime).start()
+}
+
+async fn get(registry: &Addr<Registry>, key: &ConversationKey) -> ConversationView {
+    registry
+        .send(AskConversation {
+            key: key.clone(),
+            question: Question::Get,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn texts(view: &ConversationView) -> Vec<String> {
+    view.state
+        .current
+        .as_ref()
+        .map(|c| c.transcript.iter().map(|e| e.preview()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it holds, for at most 30 s (the machine may be loaded).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        actix::clock::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix::test]
+async fn events_are_applied_in_order_and_a_state_change_is_snapshotted() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let k = key("Ua");
+    for (seq, t) in [(1, "one"), (2, "two"), (3, "three")] {
+        store.append(&k, text(seq, t));
+        registry.do_send(EventsStored {
+            key: k.clone(),
+            seq,
+        });
+    }
+    let view = get(&registry, &k).await;
+    assert_eq!(texts(&view), ["one", "two", "three"]);
+    assert_eq!(view.state.applied_seq, 3);
+    let snapshot = store
+        .snapshot(&k)
+        .expect("opening a conversation is snapshotted");
+    assert_eq!(snapshot.current.unwrap().status, Status::Queued);
+}
+
+#[actix::test]
+async fn a_restart_replays_the_journal_after_the_snapshot_exactly_once() {
+    let store = Arc::new(MemoryStore::default());
+    let k = key("Ua");
+    {
+        let registry = start(&store, ConversationSettings::default(), runtime());
+        store.append(&k, text(1, "before"));
+        registry.do_send(EventsStored {
+            key: k.clone(),
+            seq: 1,
+        });
+        get(&registry, &k).await;
+    }
+    // Events stored but never applied (as after kill -9), then a new registry on the same store.
+    store.append(&k, text(2, "after one"));
+    store.append(&k, text(3, "after two"));
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    // Resumed at start-up without any new notification:
+    eventually("pending conversation resumed", || async {
+        store.snapshot(&k).is_some_and(|s| s.applied_seq == 3)
+    })
+    .await;
+    // A late, duplicate notification changes nothing.
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 2,
+    });
+    let view = get(&registry, &k).await;
+    assert_eq!(texts(&view), ["before", "after one", "after two"]);
+}
+
+#[actix::test]
+async fn an_idle_conversation_passivates_and_comes_back_from_storage() {
+    let store = Arc::new(MemoryStore::default());
+    let runtime = RuntimeSettings {
+        idle_passivate: Duration::from_millis(50),
+        ..runtime()
+    };
+    let registry = start(&store, ConversationSettings::default(), runtime);
+    let keys: Vec<_> = (0..20).map(|i| key(&format!("U{i}"))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        store.append(k, text(i as u64 + 1, "hi"));
+        registry.do_send(EventsStored {
+            key: k.clone(),
+            seq: i as u64 + 1,
+        });
+    }
+    eventually("all started", || async {
+        registry.send(GetRegistryStats).await.unwrap().started == 20
+    })
+    .await;
+    eventually("all passivated", || async {
+        registry.send(GetRegistryStats).await.unwrap().live == 0
+    })
+    .await;
+
+    store.append(&keys[0], text(100, "again"));
+    registry.do_send(EventsStored {
+        key: keys[0].clone(),
+        seq: 100,
+    });
+    let view = get(&registry, &keys[0]).await;
+    assert_eq!(texts(&view), ["hi", "again"]);
+    let stats = registry.send(GetRegistryStats).await.unwrap();
+    assert_eq!(stats.passivated, 20);
+    assert_eq!(stats.started, 21);
+}
+
+#[cfg(feature = "fault-injection")]
+#[actix::test]
+async fn an_injected_fault_restarts_one_conversation_while_others_go_on() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let (a, b) = (key("Ua"), key("Ub"));
+    store.append(&a, text(1, "a1"));
+    store.append(&b, text(2, "b1"));
+    registry.do_send(EventsStored {
+        key: a.clone(),
+        seq: 1,
+    });
+    registry.do_send(EventsStored {
+        key: b.clone(),
+        seq: 2,
+    });
+    get(&registry, &a).await;
+
+    registry
+        .send(AskConversation {
+            key: a.clone(),
+            question: Question::InjectFault,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    store.append(&a, text(3, "a2"));
+    store.append(&b, text(4, "b2"));
+    registry.do_send(EventsStored {
+        key: a.clone(),
+        seq: 3,
+    });
+    registry.do_send(EventsStored {
+        key: b.clone(),
+        seq: 4,
+    });
+
+    let view_b = get(&registry, &b).await;
+    assert_eq!(texts(&view_b), ["b1", "b2"]);
+    assert_eq!(view_b.restarts, 0);
+    eventually("a restarted and caught up", || async {
+        match registry
+            .send(AskConversation {
+                key: a.clone(),
+                question: Question::Get,
+            })
+            .await
+        {
+            Ok(Ok(view)) => view.restarts == 1 && texts(&view) == ["a1", "a2"],
+            _ => false,
+        }
+    })
+    .await;
+}
+
+#[actix::test]
+async fn the_queued_timer_fires_through_the_registry() {
+    let store = Arc::new(MemoryStore::default());
+    let settings = ConversationSettings {
+        queued_timeout: Duration::from_millis(100),
+        ..ConversationSettings::default()
+    };
+    let registry = start(&store, settings, runtime());
+    let k = key("Ua");
+    store.append(&k, text(1, "anyone?"));
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 1,
+    });
+    get(&registry, &k).await;
+    let id = ConversationId::new(k.clone(), 1);
+    eventually("queued conversation closed by its timer", || async {
+        store.archived(&id).is_some()
+    })
+    .await;
+    let closed = store.archived(&id).unwrap();
+    assert_eq!(closed.status, Status::Closed);
+    assert!(matches!(
+        closed.transitions.last().unwrap().cause,
+        Cause::Timeout { after_ms: 100 }
+    ));
+    let view = get(&registry, &k).await;
+    assert_eq!(view.state.current, None);
+    assert_eq!(view.state.history, [id]);
+}
+
+#[actix::test]
+async fn agent_actions_drive_active_waiting_and_wrap_up_timers() {
+    let store = Arc::new(MemoryStore::default());
+    let settings = ConversationSettings {
+        waiting_timeout: Duration::from_millis(100),
+        ..ConversationSettings::default()
+    };
+    let registry = start(&store, settings, runtime());
+    let k = key("Ua");
+    let alice = AgentId::parse("alice").unwrap();
+    store.append(&k, text(1, "help"));
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 1,
+    });
+    let act = |action| AskConversation {
+        key: k.clone(),
+        question: Question::Agent(ApplyAgentAction {
+            agent: alice.clone(),
+            action,
+        }),
+    };
+    let view = registry
+        .send(act(AgentAction::Assign))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.state.current.unwrap().status, Status::Active);
+    let refused = registry.send(act(AgentAction::WrapUpDone)).await.unwrap();
+    assert!(
+        matches!(refused, Err(ConversationError::Transition(_))),
+        "{refused:?}"
+    );
+    let view = registry
+        .send(act(AgentAction::SetWaiting))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.state.current.unwrap().status, Status::Waiting);
+
+    let id = ConversationId::new(k.clone(), 1);
+    eventually("waiting conversation closed by its timer", || async {
+        store.archived(&id).is_some()
+    })
+    .await;
+    let closed = store.archived(&id).unwrap();
+    let path: Vec<Status> = closed.transitions.iter().map(|t| t.to).collect();
+    assert_eq!(
+        path,
+        [
+            Status::Open,
+            Status::Queued,
+            Status::Active,
+            Status::Waiting,
+            Status::Closed
+        ]
+    );
+}
