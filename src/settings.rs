@@ -49,8 +49,60 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
+    pub conversation: ConversationSection,
     #[serde(default)]
     pub accounts: Vec<AccountSettings>,
+}
+
+/// The operators' API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of `/api/*`. An empty token turns the API off (every call answers 401).
+    pub token: SecretString,
+}
+
+/// Conversation actors: persistence, passivation and the auto-close timers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationSection {
+    pub snapshot_every: u32,
+    pub idle_passivate_ms: u64,
+    pub timer_resolution_ms: u64,
+    pub arbiters: usize,
+    pub queued_timeout_ms: u64,
+    pub active_timeout_ms: u64,
+    pub waiting_timeout_ms: u64,
+    pub wrap_up_ms: u64,
+    pub wrap_up_timeout_ms: u64,
+}
+
+impl ConversationSection {
+    /// The state machine's settings.
+    pub fn lifecycle(&self) -> linedesk_actors::conversation::ConversationSettings {
+        let ms = Duration::from_millis;
+        linedesk_actors::conversation::ConversationSettings {
+            queued_timeout: ms(self.queued_timeout_ms),
+            active_timeout: ms(self.active_timeout_ms),
+            waiting_timeout: ms(self.waiting_timeout_ms),
+            wrap_up_hold: ms(self.wrap_up_ms),
+            wrap_up_timeout: ms(self.wrap_up_timeout_ms),
+            // Per workstream once workstreams exist; affinity on until then.
+            keep_same_agent: true,
+            bot_first: false,
+        }
+    }
+
+    /// The actors' persistence and lifetime settings.
+    pub fn runtime(&self) -> linedesk_actors::conversation::RuntimeSettings {
+        linedesk_actors::conversation::RuntimeSettings {
+            snapshot_every: self.snapshot_every,
+            idle_passivate: Duration::from_millis(self.idle_passivate_ms),
+            timer_resolution: Duration::from_millis(self.timer_resolution_ms),
+            arbiters: self.arbiters,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +268,16 @@ impl Settings {
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be above 0"));
+        }
+        let c = &self.conversation;
+        for (key, value) in [
+            ("conversation.snapshot_every", c.snapshot_every as u64),
+            ("conversation.idle_passivate_ms", c.idle_passivate_ms),
+            ("conversation.timer_resolution_ms", c.timer_resolution_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be above 0"));
+            }
         }
         if self.storage.path.as_os_str().is_empty() {
             return Err(invalid("storage.path", "must not be empty"));

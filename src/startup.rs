@@ -2,7 +2,8 @@
 //!
 //! Shutdown order, on SIGINT/SIGTERM or `ServerHandle::stop`: stop accepting connections; let
 //! in-flight requests finish (each one commits its own events) within
-//! `server.shutdown_timeout_ms`; then flush sled so that nothing acknowledged waits in memory.
+//! `server.shutdown_timeout_ms`; snapshot every live conversation; then flush sled so that
+//! nothing acknowledged waits in memory.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -14,12 +15,15 @@ use anyhow::Context;
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
 use crate::settings::Settings;
-use crate::storage::Journal;
+use crate::storage::{Journal, SledConversationStore};
+use actix::{Actor, Addr};
+use linedesk_actors::conversation::{Registry, SnapshotAll};
 
 pub struct Application {
     server: Server,
     address: SocketAddr,
     journal: Journal,
+    registry: Addr<Registry>,
     metrics: Arc<Metrics>,
 }
 
@@ -28,8 +32,16 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let db = settings.storage.open()?;
-        let journal =
-            Journal::open(db, settings.storage.durability).context("cannot read the journal")?;
+        let journal = Journal::open(db.clone(), settings.storage.durability)
+            .context("cannot read the journal")?;
+        let conversations = SledConversationStore::open(&db, journal.clone())
+            .context("cannot open the conversation store")?;
+        let registry = Registry::new(
+            Arc::new(conversations.clone()),
+            settings.conversation.lifecycle(),
+            settings.conversation.runtime(),
+        )
+        .start();
         let metrics = Arc::new(Metrics::default());
 
         let bind = settings.server.bind_addr()?;
@@ -40,6 +52,8 @@ impl Application {
         let state = web::Data::new(AppState::new(
             settings.clone(),
             journal.clone(),
+            conversations,
+            registry.clone(),
             metrics.clone(),
         ));
         let mut server = HttpServer::new(move || {
@@ -65,6 +79,7 @@ impl Application {
             server: server.run(),
             address,
             journal,
+            registry,
             metrics,
         })
     }
@@ -75,6 +90,11 @@ impl Application {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The conversation registry (tests ask it directly).
+    pub fn registry(&self) -> Addr<Registry> {
+        self.registry.clone()
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -89,6 +109,8 @@ impl Application {
     /// Serves until a signal or `ServerHandle::stop`, then flushes storage.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("the HTTP server failed")?;
+        let saved = self.registry.send(SnapshotAll).await.unwrap_or_default();
+        tracing::info!(conversations = saved, "live conversations snapshotted");
         self.journal
             .flush()
             .await

@@ -1,5 +1,7 @@
 //! HTTP routes. Every error answer is JSON `{"code": ..., "message": ...}`.
 
+mod admin;
+mod conversations;
 mod error;
 mod health;
 mod metrics;
@@ -14,7 +16,9 @@ use actix_web::{web, HttpResponse};
 
 use crate::metrics::Metrics;
 use crate::settings::{AccountSettings, Settings};
-use crate::storage::Journal;
+use crate::storage::{Journal, SledConversationStore};
+use actix::Addr;
+use linedesk_actors::conversation::Registry;
 
 /// What the handlers share.
 pub struct AppState {
@@ -22,11 +26,19 @@ pub struct AppState {
     /// Accounts by id, for the callback URL's lookup.
     pub accounts: HashMap<String, AccountSettings>,
     pub journal: Journal,
+    pub conversations: SledConversationStore,
+    pub registry: Addr<Registry>,
     pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(settings: Arc<Settings>, journal: Journal, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        journal: Journal,
+        conversations: SledConversationStore,
+        registry: Addr<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let accounts = settings
             .accounts
             .iter()
@@ -36,6 +48,8 @@ impl AppState {
             settings,
             accounts,
             journal,
+            conversations,
+            registry,
             metrics,
         }
     }
@@ -44,6 +58,11 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .service(
+            web::scope("/api")
+                .route("/conversations", web::get().to(conversations::list))
+                .route("/conversations/{id}", web::get().to(conversations::detail)),
+        )
         .service(
             web::resource("/line/webhook/{account_id}")
                 .route(web::post().to(webhook::line_webhook))

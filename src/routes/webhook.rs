@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
+use linedesk_actors::conversation::EventsStored;
 use linedesk_actors::domain::{AccountId, ConversationKey, IdError, LineSource};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -166,6 +167,9 @@ async fn receive(
     state
         .metrics
         .webhook_accepted(outcome.stored.len(), outcome.duplicates, unknown);
+    for (key, seq) in outcome.latest {
+        state.registry.do_send(EventsStored { key, seq });
+    }
     tracing::debug!(
         stored = outcome.stored.len(),
         duplicates = outcome.duplicates,

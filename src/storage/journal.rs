@@ -65,6 +65,8 @@ pub struct AppendOutcome {
     pub stored: Vec<u64>,
     /// Events seen before (same account and `webhookEventId`): acknowledged, not stored again.
     pub duplicates: usize,
+    /// Each conversation that got new events, with its latest sequence number.
+    pub latest: Vec<(ConversationKey, u64)>,
 }
 
 /// Handle to the journal; cheap to clone.
@@ -229,6 +231,27 @@ impl Journal {
         })
     }
 
+    /// Forgets that `conversation` has unapplied events, if its latest is at or below `applied`
+    /// (a snapshot now covers it). A newer event appended meanwhile keeps the mark.
+    pub fn clear_pending(
+        &self,
+        conversation: &ConversationKey,
+        applied: u64,
+    ) -> Result<(), StorageError> {
+        let key = pending_key(&conversation.to_string());
+        let Some(current) = self.inner.tree.get(&key)? else {
+            return Ok(());
+        };
+        if decode_seq(&key, &current)? <= applied {
+            // A failed swap means a newer event arrived: the mark must stay.
+            let _ = self
+                .inner
+                .tree
+                .compare_and_swap(&key, Some(current), None as Option<&[u8]>)?;
+        }
+        Ok(())
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.inner.last_seq.load(Ordering::SeqCst)
     }
@@ -312,6 +335,14 @@ impl Writer {
                 batch.insert(pending_key(&conversation), &seq.to_be_bytes());
                 seen.insert(dedup_key);
                 outcome.stored.push(seq);
+                match outcome
+                    .latest
+                    .iter_mut()
+                    .find(|(k, _)| *k == incoming.conversation)
+                {
+                    Some(latest) => latest.1 = seq,
+                    None => outcome.latest.push((incoming.conversation.clone(), seq)),
+                }
             }
             outcomes.push(outcome);
         }
@@ -408,13 +439,9 @@ mod tests {
             event("E3", "Ua", "a2"),
         ];
         let outcome = journal.append(&demo(), batch, 1).await.unwrap();
-        assert_eq!(
-            outcome,
-            AppendOutcome {
-                stored: vec![1, 2, 3],
-                duplicates: 1
-            }
-        );
+        assert_eq!(outcome.stored, [1, 2, 3]);
+        assert_eq!(outcome.duplicates, 1);
+        assert_eq!(outcome.latest, [(key("Ua"), 3), (key("Ub"), 2)]);
 
         let again = vec![event("E1", "Ua", "a1"), event("E2", "Ub", "b1")];
         let again = journal.append(&demo(), again, 2).await.unwrap();
@@ -422,7 +449,8 @@ mod tests {
             again,
             AppendOutcome {
                 stored: vec![],
-                duplicates: 2
+                duplicates: 2,
+                latest: vec![]
             }
         );
 

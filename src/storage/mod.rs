@@ -3,9 +3,11 @@
 //! One sled database under `storage.path`; each concern is a tree of its own so that its keys
 //! cannot collide with another's.
 
+mod conversations;
 mod group_commit;
 mod journal;
 
+pub use conversations::{ConversationSummary, ListPage, ListQuery, SledConversationStore};
 pub use group_commit::GroupCommit;
 pub use journal::{AppendOutcome, IncomingEvent, Journal, StoredEvent, JOURNAL_FORMAT_VERSION};
 

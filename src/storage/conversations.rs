@@ -1,0 +1,379 @@
+//! Conversation persistence on sled: the actors' [`ConversationStore`].
+//!
+//! Tree `conversations`, one prefix per concern:
+//! - `s` chat-key                  → the chat's latest snapshot ([`ConversationState`], JSON, versioned)
+//! - `a` conversation-id           → an archived (closed) conversation, JSON, versioned
+//! - `i` chat `\0` number(be u32)  → [`ConversationSummary`] of every conversation, for listing
+//! - `t` deadline(be u64) chat-key → a chat whose timer fires then
+//! - `k` chat-key                  → that chat's current deadline (to move its `t` entry)
+//!
+//! A snapshot and its index entries are written in one batch. Journal events are read from the
+//! [`Journal`] and decoded with the LINE types.
+
+use linedesk_actors::conversation::{
+    ConversationRecord, ConversationState, ConversationStore, Status, StoreError,
+};
+use linedesk_actors::domain::{
+    AccountId, ConversationId, ConversationKey, Inbound, InboundKind, LineSource,
+};
+use serde::{Deserialize, Serialize};
+
+use super::Journal;
+use crate::line::{events, inbound};
+
+const TREE: &str = "conversations";
+const SNAPSHOT: u8 = b's';
+const ARCHIVE: u8 = b'a';
+const INDEX: u8 = b'i';
+const TIMER: u8 = b't';
+const DEADLINE: u8 = b'k';
+
+/// Archive record format written by this release.
+pub const ARCHIVE_FORMAT_VERSION: u16 = 1;
+
+/// One line of the conversation list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub v: u16,
+    pub id: ConversationId,
+    pub account: AccountId,
+    /// The LINE user of a one-to-one chat.
+    pub user_id: Option<String>,
+    pub chat: LineSource,
+    pub status: Status,
+    pub agent: Option<String>,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub closed_at_ms: Option<i64>,
+    pub messages: usize,
+}
+
+impl ConversationSummary {
+    fn of(conversation: &ConversationRecord) -> Self {
+        let key = &conversation.id.key;
+        Self {
+            v: ARCHIVE_FORMAT_VERSION,
+            id: conversation.id.clone(),
+            account: key.account.clone(),
+            user_id: match &key.source {
+                LineSource::User(id) => Some(id.clone()),
+                _ => None,
+            },
+            chat: key.source.clone(),
+            status: conversation.status,
+            agent: conversation.agent.as_ref().map(|a| a.to_string()),
+            opened_at_ms: conversation.opened_at_ms,
+            updated_at_ms: conversation.updated_at_ms,
+            closed_at_ms: conversation.closed_at_ms,
+            messages: conversation.transcript.len(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ArchiveRecord {
+    v: u16,
+    conversation: ConversationRecord,
+}
+
+/// What the list endpoint asks for.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub account: Option<AccountId>,
+    /// A LINE user id; with `account` it narrows the scan to that chat.
+    pub user: Option<String>,
+    pub status: Option<Status>,
+    /// Continue after this conversation (the `next` of the previous page).
+    pub after: Option<ConversationId>,
+    pub limit: usize,
+    /// Most index entries one page may read, so a rare filter can't scan everything at once.
+    pub scan_budget: usize,
+}
+
+/// A page of the list.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<ConversationSummary>,
+    /// Where the next page starts; `None` at the end.
+    pub next: Option<ConversationId>,
+}
+
+#[derive(Clone)]
+pub struct SledConversationStore {
+    tree: sled::Tree,
+    journal: Journal,
+}
+
+impl SledConversationStore {
+    pub fn open(db: &sled::Db, journal: Journal) -> Result<Self, super::StorageError> {
+        Ok(Self {
+            tree: db.open_tree(TREE)?,
+            journal,
+        })
+    }
+
+    /// An archived conversation.
+    pub fn archived(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+        let Some(bytes) = self.tree.get(archive_key(id)).map_err(sled_error)? else {
+            return Ok(None);
+        };
+        let record: ArchiveRecord = decode(&bytes, "archived conversation")?;
+        Ok(Some(record.conversation))
+    }
+
+    /// Whether linedesk has seen this chat at all (a snapshot, or journal events not yet applied).
+    pub fn knows(&self, key: &ConversationKey) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .contains_key(snapshot_key(key))
+            .map_err(sled_error)?
+            || self.journal.events_after(key, 0).next().is_some())
+    }
+
+    pub fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let prefix = match (&query.account, &query.user) {
+            (Some(account), Some(user)) => {
+                let mut p = chat_prefix(&ConversationKey::new(
+                    account.clone(),
+                    LineSource::User(user.clone()),
+                ));
+                p.push(0);
+                p
+            }
+            (Some(account), None) => [&[INDEX][..], account.as_str().as_bytes(), b"."].concat(),
+            (None, _) => vec![INDEX],
+        };
+        let start = match &query.after {
+            Some(after) => {
+                let mut k = index_key(after);
+                k.push(0); // strictly after
+                k.max(prefix.clone())
+            }
+            None => prefix.clone(),
+        };
+        let mut page = ListPage::default();
+        let mut scanned = 0;
+        for entry in self.tree.range(start..) {
+            let (key, value) = entry.map_err(sled_error)?;
+            if !key.starts_with(&prefix) {
+                return Ok(page);
+            }
+            scanned += 1;
+            let summary: ConversationSummary = decode(&value, "conversation summary")?;
+            let id = summary.id.clone();
+            let wanted = query.status.is_none_or(|s| s == summary.status)
+                && query
+                    .user
+                    .as_ref()
+                    .is_none_or(|u| summary.user_id.as_ref() == Some(u));
+            if wanted {
+                page.items.push(summary);
+            }
+            if page.items.len() >= query.limit || scanned >= query.scan_budget {
+                page.next = Some(id);
+                return Ok(page);
+            }
+        }
+        Ok(page)
+    }
+
+    fn decode_event(&self, stored: super::StoredEvent) -> Inbound {
+        match events::parse_event(stored.event.get()) {
+            Ok(event) => inbound::to_inbound(&event, stored.seq, stored.received_at_ms),
+            Err(e) => {
+                // Checked before it was stored, so this is damage or a format change: record it
+                // and go on, rather than block the conversation for good.
+                tracing::error!(
+                    conversation_id = %stored.conversation,
+                    seq = stored.seq,
+                    error.message = %e,
+                    "journal event unreadable; recorded as such"
+                );
+                Inbound {
+                    seq: stored.seq,
+                    webhook_event_id: String::new(),
+                    at_ms: stored.received_at_ms,
+                    received_at_ms: stored.received_at_ms,
+                    sender: None,
+                    reply_token: None,
+                    redelivery: false,
+                    kind: InboundKind::Other {
+                        type_name: "unreadable".into(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl ConversationStore for SledConversationStore {
+    fn load(&self, key: &ConversationKey) -> Result<Option<ConversationState>, StoreError> {
+        let Some(bytes) = self.tree.get(snapshot_key(key)).map_err(sled_error)? else {
+            return Ok(None);
+        };
+        let state: ConversationState = decode(&bytes, "conversation snapshot")?;
+        if state.v > linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION {
+            return Err(StoreError(format!(
+                "snapshot of {key} has format {} from a newer linedesk",
+                state.v
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    fn events_after(
+        &self,
+        key: &ConversationKey,
+        after_seq: u64,
+    ) -> Result<Vec<Inbound>, StoreError> {
+        self.journal
+            .events_after(key, after_seq)
+            .map(|stored| Ok(self.decode_event(stored.map_err(|e| StoreError(e.to_string()))?)))
+            .collect()
+    }
+
+    fn save(&self, state: &ConversationState) -> Result<(), StoreError> {
+        let key = &state.key;
+        let mut batch = sled::Batch::default();
+        batch.insert(snapshot_key(key), encode(state));
+        if let Some(conversation) = &state.current {
+            batch.insert(
+                index_key(&conversation.id),
+                encode(&ConversationSummary::of(conversation)),
+            );
+        }
+        let old_deadline = self
+            .tree
+            .get(deadline_key(key))
+            .map_err(sled_error)?
+            .map(|v| decode_u64(&v))
+            .transpose()?;
+        let new_deadline = state.deadline_ms().map(|d| d.max(0) as u64);
+        if old_deadline != new_deadline {
+            if let Some(old) = old_deadline {
+                batch.remove(timer_key(old, key));
+            }
+            match new_deadline {
+                Some(new) => {
+                    batch.insert(timer_key(new, key), &[][..]);
+                    batch.insert(deadline_key(key), &new.to_be_bytes());
+                }
+                None => batch.remove(deadline_key(key)),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(sled_error)?;
+        self.journal
+            .clear_pending(key, state.applied_seq)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn archive(&self, conversation: &ConversationRecord) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            archive_key(&conversation.id),
+            encode(&ArchiveRecord {
+                v: ARCHIVE_FORMAT_VERSION,
+                conversation: conversation.clone(),
+            }),
+        );
+        batch.insert(
+            index_key(&conversation.id),
+            encode(&ConversationSummary::of(conversation)),
+        );
+        self.tree.apply_batch(batch).map_err(sled_error)
+    }
+
+    fn hide_archived_message(
+        &self,
+        id: &ConversationId,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let Some(mut conversation) = self.archived(id)? else {
+            return Ok(());
+        };
+        for entry in &mut conversation.transcript {
+            if entry.message_id.as_deref() == Some(message_id) {
+                entry.content = None;
+                entry.unsent = true;
+            }
+        }
+        self.archive(&conversation)
+    }
+
+    fn pending(&self) -> Result<Vec<(ConversationKey, u64)>, StoreError> {
+        self.journal
+            .pending_conversations()
+            .map(|p| p.map_err(|e| StoreError(e.to_string())))
+            .collect()
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<ConversationKey>, StoreError> {
+        let end = [&[TIMER][..], &(now_ms.max(0) as u64 + 1).to_be_bytes()].concat();
+        self.tree
+            .range(vec![TIMER]..end)
+            .take(limit)
+            .map(|entry| {
+                let (k, _) = entry.map_err(sled_error)?;
+                let name = std::str::from_utf8(&k[9..])
+                    .map_err(|e| StoreError(format!("timer index: {e}")))?;
+                ConversationKey::parse(name).map_err(|e| StoreError(format!("timer index: {e}")))
+            })
+            .collect()
+    }
+}
+
+fn snapshot_key(key: &ConversationKey) -> Vec<u8> {
+    [&[SNAPSHOT][..], key.to_string().as_bytes()].concat()
+}
+
+fn deadline_key(key: &ConversationKey) -> Vec<u8> {
+    [&[DEADLINE][..], key.to_string().as_bytes()].concat()
+}
+
+fn timer_key(deadline: u64, key: &ConversationKey) -> Vec<u8> {
+    [
+        &[TIMER][..],
+        &deadline.to_be_bytes(),
+        key.to_string().as_bytes(),
+    ]
+    .concat()
+}
+
+fn archive_key(id: &ConversationId) -> Vec<u8> {
+    [&[ARCHIVE][..], id.to_string().as_bytes()].concat()
+}
+
+/// `i` + `{account}.{kind}.{chat}`: every conversation of a chat shares it.
+fn chat_prefix(key: &ConversationKey) -> Vec<u8> {
+    let id = ConversationId::new(key.clone(), 0).to_string();
+    // Drop the trailing ".0": the number is appended in binary so that 10 sorts after 9.
+    let chat = &id[..id.len() - 2];
+    [&[INDEX][..], chat.as_bytes()].concat()
+}
+
+fn index_key(id: &ConversationId) -> Vec<u8> {
+    let mut k = chat_prefix(&id.key);
+    k.push(0);
+    k.extend_from_slice(&id.number.to_be_bytes());
+    k
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // unwrap: these types serialise to JSON without fail (string keys, finite numbers).
+    serde_json::to_vec(value).unwrap()
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("{what} unreadable: {e}")))
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError("deadline is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn sled_error(e: sled::Error) -> StoreError {
+    StoreError(format!("database: {e}"))
+}
