@@ -50,6 +50,7 @@ pub fn test_settings(data: &Path) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub journal: Journal,
+    pub registry: actix::Addr<linedesk_actors::conversation::Registry>,
     pub settings: Settings,
     client: awc::Client,
     _data: TempDir,
@@ -70,10 +71,12 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("application starts");
     let address = format!("http://{}", app.address());
     let journal = app.journal().clone();
+    let registry = app.registry();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         journal,
+        registry,
         settings,
         client: awc::Client::builder().timeout(PATIENCE).finish(),
         _data: data,
@@ -143,9 +146,52 @@ impl TestApp {
         )
     }
 
+    /// GET with the admin token.
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        admin_get(&self.client, &self.address, path).await
+    }
+
     /// Every stored event, in journal order.
     pub fn stored_events(&self) -> Vec<StoredEvent> {
         stored_events(&self.journal)
+    }
+}
+
+/// The development admin token of the default settings.
+pub const ADMIN_TOKEN: &str = "linedesk-dev-admin-token";
+
+pub async fn admin_get(client: &awc::Client, address: &str, path: &str) -> Answer {
+    let mut response = client
+        .get(format!("{address}{path}"))
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .send()
+        .await
+        .expect("GET request");
+    answer(
+        response.status(),
+        response
+            .body()
+            .limit(16 << 20)
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+}
+
+/// Polls `check` until it holds, for at most [`PATIENCE`]: for what has no event to wait on
+/// (an actor passivating, a timer firing).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary, one module per capability.
 
 mod cli;
+mod conversations;
 mod helpers;
 mod line_payloads;
 mod line_schema;

@@ -152,3 +152,72 @@ async fn json_logs_name_the_accounts_and_never_show_secrets_or_customer_text() {
         assert!(!logs.contains(forbidden), "`{forbidden}` in logs:\n{logs}");
     }
 }
+
+async fn transcript(address: &str, id: &str) -> Vec<String> {
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let answer =
+        crate::helpers::admin_get(&client, address, &format!("/api/conversations/{id}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["preview"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[actix_web::test]
+async fn conversations_survive_kill_9_and_sigterm_with_state_transcript_and_order() {
+    let data = tempfile::tempdir().unwrap();
+    // A snapshot every 3 events, so recovery needs both the snapshot and the journal after it.
+    let env = [("LINEDESK__CONVERSATION__SNAPSHOT_EVERY", "3")];
+    let user = "U0000000000000000000000000000c0de";
+    let id = format!("demo.user.{user}.1");
+    let message = |n: usize| {
+        text_event(
+            user,
+            &format!("01J4000000000000000000{n:04}"),
+            &format!("message {n}"),
+        )
+    };
+    let expected = |n: usize| (0..n).map(|i| format!("message {i}")).collect::<Vec<_>>();
+
+    let server = ServerProcess::start(data.path(), &env);
+    for n in 0..10 {
+        assert_eq!(
+            post(&server.address, vec![message(n)]).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(transcript(&server.address, &id).await, expected(10));
+    // Acknowledged but possibly not yet applied when the process dies:
+    assert_eq!(
+        post(&server.address, vec![message(10), message(11)]).await,
+        StatusCode::OK
+    );
+    assert_eq!(server.signal_and_wait("KILL").code(), None);
+
+    let server = ServerProcess::start(data.path(), &env);
+    // LINE redelivers an event it already had a 200 for: acknowledged, not applied twice.
+    let mut redelivered = message(5);
+    redelivered["deliveryContext"]["isRedelivery"] = serde_json::json!(true);
+    assert_eq!(
+        post(&server.address, vec![redelivered, message(12)]).await,
+        StatusCode::OK
+    );
+    assert_eq!(transcript(&server.address, &id).await, expected(13));
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    let server = ServerProcess::start(data.path(), &env);
+    assert_eq!(transcript(&server.address, &id).await, expected(13));
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let doc = crate::helpers::admin_get(
+        &client,
+        &server.address,
+        &format!("/api/conversations/{id}"),
+    )
+    .await;
+    assert_eq!(doc.body["status"], "queued");
+    assert_eq!(doc.body["transitions"].as_array().unwrap().len(), 2);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+}

@@ -541,7 +541,7 @@ impl ConversationState {
         let Some(conversation) = &mut self.current else {
             return effects;
         };
-        if !conversation.deadline_ms.is_some_and(|d| d <= now_ms) {
+        if conversation.deadline_ms.is_none_or(|d| d > now_ms) {
             return effects;
         }
         let status = conversation.status;
