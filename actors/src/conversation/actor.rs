@@ -329,7 +329,10 @@ impl Handler<SnapshotNow> for Conversation {
     type Result = Result<(), ConversationError>;
 
     fn handle(&mut self, _: SnapshotNow, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.catch_up().and_then(|_| self.save());
+        let result = self.catch_up().and_then(|_| match self.unsaved {
+            0 => Ok(()),
+            _ => self.save(),
+        });
         self.handle_result(result, ctx)
     }
 }

@@ -119,7 +119,8 @@ pub enum Question {
     InjectFault,
 }
 
-/// Snapshots every live conversation; answers how many.
+/// Snapshots every live conversation that has unsaved events (shutdown); answers how many
+/// conversations confirmed.
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
 pub struct SnapshotAll;

@@ -189,13 +189,17 @@ impl Handler<SnapshotAll> for Registry {
     fn handle(&mut self, _: SnapshotAll, _: &mut Self::Context) -> Self::Result {
         let addrs: Vec<_> = self.live.values().map(|l| l.addr.clone()).collect();
         Box::pin(async move {
-            let mut saved = 0;
-            for addr in addrs {
-                if let Ok(Ok(())) = addr.send(SnapshotNow).await {
-                    saved += 1;
-                }
+            // `send` enqueues at once, so every actor saves on its own arbiter in parallel; the
+            // answers are then collected one by one.
+            let requests: Vec<_> = addrs.iter().map(|addr| addr.send(SnapshotNow)).collect();
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests {
+                answers.push(request.await);
             }
-            saved
+            answers
+                .into_iter()
+                .filter(|a| matches!(a, Ok(Ok(()))))
+                .count()
         })
     }
 }

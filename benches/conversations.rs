@@ -1,0 +1,137 @@
+//! Conversation actors: events per second through journal → registry → actor → snapshot, and
+//! the snapshot codec. Run: `cargo bench --bench conversations`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use linedesk::settings::Durability;
+use linedesk::storage::{IncomingEvent, Journal, SledConversationStore};
+use linedesk_actors::conversation::{
+    AskConversation, ConversationSettings, ConversationState, EventsStored, Question, Registry,
+    RuntimeSettings,
+};
+use linedesk_actors::domain::{
+    AccountId, Content, ConversationKey, Inbound, InboundKind, LineSource,
+};
+use serde_json::value::RawValue;
+
+fn key(user: usize) -> ConversationKey {
+    ConversationKey::new(
+        AccountId::parse("demo").unwrap(),
+        LineSource::user(format!("U{user:032x}")).unwrap(),
+    )
+}
+
+fn raw_text(id: u64, user: usize) -> Box<RawValue> {
+    RawValue::from_string(format!(
+        r#"{{"type":"message","message":{{"type":"text","id":"{id}","quoteToken":"q","text":"hello {id}"}},"webhookEventId":"E{id}","deliveryContext":{{"isRedelivery":false}},"timestamp":1700000000000,"source":{{"type":"user","userId":"U{user:032x}"}},"replyToken":"r","mode":"active"}}"#
+    ))
+    .unwrap()
+}
+
+/// `rounds` × `users` events: each round appends one event per user, notifies the registry,
+/// and waits until every actor has applied it (its answer is the synchronisation point).
+fn through_actors(c: &mut Criterion) {
+    const USERS: usize = 100;
+    let mut group = c.benchmark_group("conversation_pipeline");
+    group.throughput(Throughput::Elements(USERS as u64));
+    group.sample_size(20);
+    group.bench_function("append_notify_apply_100_users", |b| {
+        b.iter_custom(|iters| {
+            System::new().block_on(async move {
+                let dir = tempfile::tempdir().unwrap();
+                let db = sled::Config::new().path(dir.path()).open().unwrap();
+                let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+                let store = SledConversationStore::open(&db, journal.clone()).unwrap();
+                let runtime = RuntimeSettings {
+                    snapshot_every: 50,
+                    idle_passivate: Duration::from_secs(3_600),
+                    timer_resolution: Duration::from_secs(3_600),
+                    arbiters: 0,
+                };
+                let registry =
+                    Registry::new(Arc::new(store), ConversationSettings::default(), runtime)
+                        .start();
+                let account = AccountId::parse("demo").unwrap();
+                let mut next_id = 0u64;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let events = (0..USERS)
+                        .map(|u| {
+                            next_id += 1;
+                            IncomingEvent {
+                                webhook_event_id: format!("E{next_id}"),
+                                conversation: key(u),
+                                raw: raw_text(next_id, u),
+                            }
+                        })
+                        .collect();
+                    let outcome = journal.append(&account, events, now_ms()).await.unwrap();
+                    for (key, seq) in outcome.latest {
+                        registry.do_send(EventsStored { key, seq });
+                    }
+                    for u in 0..USERS {
+                        registry
+                            .send(AskConversation {
+                                key: key(u),
+                                question: Question::Get,
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+fn snapshot_codec(c: &mut Criterion) {
+    let settings = ConversationSettings::default();
+    let mut state = ConversationState::new(key(1));
+    for seq in 1..=20u64 {
+        let event = Inbound {
+            seq,
+            webhook_event_id: format!("E{seq}"),
+            at_ms: 1,
+            received_at_ms: 1,
+            sender: Some("U1".into()),
+            reply_token: None,
+            redelivery: false,
+            kind: InboundKind::Message {
+                message_id: seq.to_string(),
+                content: Content::Text {
+                    text: "ご注文の件で質問があります".into(),
+                },
+                quote_token: None,
+            },
+        };
+        state.apply(&event, &settings);
+    }
+    let bytes = serde_json::to_vec(&state).unwrap();
+    let mut group = c.benchmark_group("snapshot_20_messages");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("encode", |b| b.iter(|| serde_json::to_vec(&state).unwrap()));
+    group.bench_function("decode", |b| {
+        b.iter_batched(
+            || bytes.clone(),
+            |bytes| serde_json::from_slice::<ConversationState>(&bytes).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, through_actors, snapshot_codec);
+criterion_main!(benches);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
