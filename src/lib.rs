@@ -1,6 +1,7 @@
 //! linedesk, the server: HTTP routes, the LINE webhook and client, storage on sled,
 //! configuration and the command line. The actors live in the `linedesk-actors` crate.
 
+pub mod agent_ws;
 pub mod cli;
 pub mod line;
 pub mod metrics;

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::messages::*;
 use super::state::{ConversationSettings, ConversationState, Effect};
 use super::store::ConversationStore;
-use crate::domain::ConversationKey;
+use crate::domain::{Content, ConversationKey};
 
 /// Persistence and lifetime knobs of conversation actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,10 +153,11 @@ impl Conversation {
         Ok(())
     }
 
-    fn view(&self) -> Result<ConversationView, ConversationError> {
+    fn view(&self, changed: bool) -> Result<ConversationView, ConversationError> {
         Ok(ConversationView {
             state: self.state.clone().ok_or(ConversationError::NotReady)?,
             restarts: self.restarts,
+            changed,
         })
     }
 
@@ -278,7 +279,7 @@ impl Handler<GetConversation> for Conversation {
     type Result = Result<ConversationView, ConversationError>;
 
     fn handle(&mut self, _: GetConversation, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.catch_up().and_then(|_| self.view());
+        let result = self.catch_up().and_then(|_| self.view(false));
         self.handle_result(result, ctx)
     }
 }
@@ -310,16 +311,33 @@ impl Handler<ApplyAgentAction> for Conversation {
         let result = self.catch_up().and_then(|_| {
             let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
             let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
-            let effects = match &msg.action {
-                AgentAction::Assign => state.assign(agent, now, settings),
-                AgentAction::SetWaiting => state.set_waiting(agent, now, settings),
-                AgentAction::End => state.end(agent, now, settings),
-                AgentAction::WrapUpDone => state.wrap_up_done(agent, now, settings),
-                AgentAction::Requeue { reason } => state.requeue(reason, now, settings),
-            }?;
+            let (effects, changed) = match &msg.action {
+                AgentAction::Assign => (state.assign(agent, now, settings)?, true),
+                AgentAction::SetWaiting => (state.set_waiting(agent, now, settings)?, true),
+                AgentAction::End => (state.end(agent, now, settings)?, true),
+                AgentAction::WrapUpDone => (state.wrap_up_done(agent, now, settings)?, true),
+                AgentAction::Requeue { reason } => (state.requeue(reason, now, settings)?, true),
+                AgentAction::Send {
+                    content,
+                    client_msg_id,
+                } => {
+                    let id = Some(client_msg_id.clone());
+                    (
+                        Vec::new(),
+                        state.agent_wrote(agent, content.clone(), id, false, now)?,
+                    )
+                }
+                AgentAction::Note { text } => {
+                    let note = Content::Text { text: text.clone() };
+                    (Vec::new(), state.agent_wrote(agent, note, None, true, now)?)
+                }
+            };
             self.carry_out(effects)?;
-            self.save()?;
-            self.view()
+            if changed {
+                // Written before the caller is answered: an agent's `ack` means stored.
+                self.save()?;
+            }
+            self.view(changed)
         });
         self.handle_result(result, ctx)
     }

@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use crate::domain::{AgentId, ConversationKey};
+use crate::domain::{AgentId, Content, ConversationKey};
 
 use super::state::{ConversationState, TransitionError};
 use super::store::StoreError;
@@ -46,6 +46,8 @@ pub struct ConversationView {
     pub state: ConversationState,
     /// Times supervision restarted this actor since it was started.
     pub restarts: u32,
+    /// Whether the request changed anything (false for a query, or a retried `send`).
+    pub changed: bool,
 }
 
 /// Fires due timers. Sent by the registry when the timer index says the chat is due.
@@ -56,13 +58,24 @@ pub struct Tick {
 }
 
 /// What an agent (or the router on its behalf) does to a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AgentAction {
     Assign,
     SetWaiting,
     End,
     WrapUpDone,
-    Requeue { reason: String },
+    Requeue {
+        reason: String,
+    },
+    /// A message to the customer; `client_msg_id` makes a retry harmless.
+    Send {
+        content: Content,
+        client_msg_id: String,
+    },
+    /// A note for agents only.
+    Note {
+        text: String,
+    },
 }
 
 /// Applies an agent's action; the reply is the new state or why it was refused.

@@ -169,6 +169,12 @@ pub struct TranscriptEntry {
     pub unsent: bool,
     /// Journal sequence of the event this entry came from.
     pub seq: Option<u64>,
+    /// The agent client's id for its message: a retried `send` is stored once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// An agent's note: visible to agents, never sent to the customer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 impl TranscriptEntry {
@@ -347,6 +353,8 @@ impl ConversationState {
                     content: Some(content.clone()),
                     unsent: false,
                     seq: Some(event.seq),
+                    client_msg_id: None,
+                    internal: false,
                 };
                 self.customer_wrote(entry, at, settings, &mut effects);
             }
@@ -363,6 +371,8 @@ impl ConversationState {
                     }),
                     unsent: false,
                     seq: Some(event.seq),
+                    client_msg_id: None,
+                    internal: false,
                 };
                 self.customer_wrote(entry, at, settings, &mut effects);
             }
@@ -495,6 +505,8 @@ impl ConversationState {
                 content: Some(Content::Text { text: text.into() }),
                 unsent: false,
                 seq: Some(seq),
+                client_msg_id: None,
+                internal: false,
             });
         }
     }
@@ -694,6 +706,52 @@ impl ConversationState {
             conversation: conversation.id.clone(),
         });
         Ok(effects)
+    }
+
+    /// The agent wrote to the customer (`internal` false) or left a note (`internal` true).
+    /// Returns `false` when a message with this `client_msg_id` is already stored (a retry).
+    pub fn agent_wrote(
+        &mut self,
+        agent: &AgentId,
+        content: Content,
+        client_msg_id: Option<String>,
+        internal: bool,
+        at: i64,
+    ) -> Result<bool, TransitionError> {
+        let conversation = self.expect_agent(
+            agent,
+            &[Status::Active, Status::Waiting, Status::WrapUp],
+            "written to",
+        )?;
+        if !internal && conversation.status == Status::WrapUp {
+            return Err(TransitionError::InvalidState {
+                id: conversation.id.to_string(),
+                status: "wrap_up",
+                action: "written to (only notes during wrap-up)",
+            });
+        }
+        if client_msg_id.is_some()
+            && conversation
+                .transcript
+                .iter()
+                .any(|e| e.client_msg_id == client_msg_id)
+        {
+            return Ok(false);
+        }
+        conversation.transcript.push(TranscriptEntry {
+            at_ms: at,
+            author: Author::Agent {
+                agent: agent.clone(),
+            },
+            message_id: None,
+            content: Some(content),
+            unsent: false,
+            seq: None,
+            client_msg_id,
+            internal,
+        });
+        conversation.updated_at_ms = at;
+        Ok(true)
     }
 
     fn expect(

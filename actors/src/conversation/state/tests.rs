@@ -479,3 +479,72 @@ fn a_snapshot_round_trips_through_json() {
     let back: ConversationState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, state);
 }
+
+#[test]
+fn agent_messages_and_notes_join_the_transcript_once_per_client_id() {
+    let s = settings();
+    let mut state = active_state();
+    let hello = Content::Text {
+        text: "How can I help?".into(),
+    };
+    assert_eq!(
+        state.agent_wrote(&alice(), hello.clone(), Some("c1".into()), false, T0 + 1),
+        Ok(true)
+    );
+    assert_eq!(
+        state.agent_wrote(&alice(), hello, Some("c1".into()), false, T0 + 2),
+        Ok(false)
+    );
+    let note = Content::Text {
+        text: "VIP customer".into(),
+    };
+    assert_eq!(
+        state.agent_wrote(&alice(), note, None, true, T0 + 3),
+        Ok(true)
+    );
+    let transcript = &state.current.as_ref().unwrap().transcript;
+    assert_eq!(transcript.len(), 3);
+    assert_eq!(transcript[1].author, Author::Agent { agent: alice() });
+    assert!(transcript[2].internal);
+
+    let bob = AgentId::parse("bob").unwrap();
+    let refused = state.agent_wrote(&bob, Content::Text { text: "hi".into() }, None, false, T0);
+    assert!(matches!(refused, Err(TransitionError::NotYours { .. })));
+    state.end(&alice(), T0 + 4, &s).unwrap();
+    let after_end = state.agent_wrote(
+        &alice(),
+        Content::Text { text: "bye".into() },
+        None,
+        false,
+        T0 + 5,
+    );
+    assert!(matches!(
+        after_end,
+        Err(TransitionError::InvalidState { .. })
+    ));
+    assert_eq!(
+        state.agent_wrote(
+            &alice(),
+            Content::Text {
+                text: "resolved".into()
+            },
+            None,
+            true,
+            T0 + 6
+        ),
+        Ok(true)
+    );
+}
+
+#[test]
+fn an_older_snapshot_without_newer_fields_still_loads() {
+    let mut state = active_state();
+    state.apply(&text(2, T0 + 1, "hi"), &settings());
+    let mut json: serde_json::Value = serde_json::to_value(&state).unwrap();
+    for entry in json["current"]["transcript"].as_array_mut().unwrap() {
+        entry.as_object_mut().unwrap().remove("client_msg_id");
+        entry.as_object_mut().unwrap().remove("internal");
+    }
+    let back: ConversationState = serde_json::from_value(json).unwrap();
+    assert_eq!(back, state);
+}

@@ -1,0 +1,27 @@
+//! Workstreams bind a LINE account to routing, and classification rules decide where a new
+//! conversation waits: queue, required skills, priority. Plain data and functions; the
+//! conversation actor classifies a conversation when it first queues.
+
+mod rules;
+
+pub use rules::{classify, Classification, Classified, ClassifyInput, Conditions, Rule, RuleError};
+
+use crate::domain::AccountId;
+
+/// How conversations of one account are routed. Declared in config today; the admin API will
+/// create them later, so nothing here assumes a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workstream {
+    pub id: String,
+    pub account: AccountId,
+    /// The language the workstream serves (its automated messages, later).
+    pub language: String,
+    /// Where a conversation waits when no rule matches.
+    pub default_queue: String,
+    /// Where a conversation waits when a rule could not be evaluated.
+    pub fallback_queue: String,
+    /// A customer returning to a `waiting` conversation goes back to the same agent.
+    pub keep_same_agent: bool,
+    /// Capacity units one LINE conversation of this workstream takes from an agent.
+    pub capacity_units: u32,
+}
