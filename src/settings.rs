@@ -51,8 +51,98 @@ pub struct Settings {
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub conversation: ConversationSection,
+    pub routing: RoutingSection,
     #[serde(default)]
     pub accounts: Vec<AccountSettings>,
+    #[serde(default)]
+    pub workstreams: Vec<WorkstreamSettings>,
+    #[serde(default)]
+    pub queues: Vec<QueueSettings>,
+    #[serde(default)]
+    pub rules: Vec<RuleSettings>,
+    #[serde(default)]
+    pub agents: Vec<AgentSettings>,
+}
+
+/// Routing-wide knobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// An agent who misses this many offers in a row is set `away`.
+    pub missed_offers_to_away: u32,
+    /// After an agent's last connection drops, their conversations stay theirs this long.
+    pub reconnect_grace_ms: u64,
+    /// Websocket heartbeat: a connection silent for two intervals is dead.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Binds an account to routing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkstreamSettings {
+    pub id: String,
+    pub account: AccountId,
+    pub language: String,
+    pub default_queue: String,
+    /// Where conversations go when a rule can't be evaluated; the default queue if unset.
+    #[serde(default)]
+    pub fallback_queue: Option<String>,
+    pub keep_same_agent: bool,
+    pub capacity_units: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub id: String,
+    /// Lower is served first.
+    pub priority: u32,
+    /// `highest_capacity`, `round_robin` or `most_idle`.
+    pub assignment: String,
+    /// `exact` or `closest`.
+    pub skill_match: String,
+    pub offer_timeout_ms: u64,
+    pub auto_accept: bool,
+}
+
+/// A classification rule; rules are tried in file order, first match wins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    pub name: String,
+    pub workstream: String,
+    #[serde(default)]
+    pub account: Option<AccountId>,
+    #[serde(default)]
+    pub text_contains: Vec<String>,
+    #[serde(default)]
+    pub text_regex: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub contact: std::collections::BTreeMap<String, String>,
+    pub queue: String,
+    #[serde(default)]
+    pub skills: std::collections::BTreeMap<String, u8>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// An agent who may sign in on the websocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    pub id: linedesk_actors::domain::AgentId,
+    pub name: String,
+    /// Bearer token of the agent websocket. Development values only in files you commit.
+    pub token: SecretString,
+    /// Capacity in units (a LINE conversation costs its workstream's `capacity_units`).
+    pub capacity: u32,
+    /// Skill name → proficiency 1-10.
+    #[serde(default)]
+    pub skills: std::collections::BTreeMap<String, u8>,
+    /// Queues the agent takes conversations from.
+    pub queues: Vec<String>,
 }
 
 /// The operators' API.
@@ -282,6 +372,7 @@ impl Settings {
         if self.storage.path.as_os_str().is_empty() {
             return Err(invalid("storage.path", "must not be empty"));
         }
+        self.validate_routing()?;
         let mut seen = HashSet::new();
         for (i, account) in self.accounts.iter().enumerate() {
             if !seen.insert(&account.id) {
@@ -300,8 +391,106 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_routing(&self) -> Result<(), SettingsError> {
+        let queues: HashSet<&str> = self.queues.iter().map(|q| q.id.as_str()).collect();
+        if queues.len() != self.queues.len() {
+            return Err(invalid("queues", "two queues share an id"));
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if !["highest_capacity", "round_robin", "most_idle"].contains(&q.assignment.as_str()) {
+                return Err(invalid(
+                    format!("queues[{i}].assignment"),
+                    format!("`{}` is not highest_capacity, round_robin or most_idle", q.assignment),
+                ));
+            }
+            if !["exact", "closest"].contains(&q.skill_match.as_str()) {
+                return Err(invalid(
+                    format!("queues[{i}].skill_match"),
+                    format!("`{}` is not exact or closest", q.skill_match),
+                ));
+            }
+        }
+        let queue_exists = |key: String, id: &str| {
+            if queues.contains(id) {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("no queue `{id}` is configured")))
+            }
+        };
+        let mut workstream_accounts = HashSet::new();
+        for (i, w) in self.workstreams.iter().enumerate() {
+            if self.account(w.account.as_str()).is_none() {
+                return Err(invalid(
+                    format!("workstreams[{i}].account"),
+                    format!("no account `{}` is configured", w.account),
+                ));
+            }
+            if !workstream_accounts.insert(&w.account) {
+                return Err(invalid(
+                    format!("workstreams[{i}].account"),
+                    format!("account `{}` already has a workstream", w.account),
+                ));
+            }
+            queue_exists(format!("workstreams[{i}].default_queue"), &w.default_queue)?;
+            if let Some(fallback) = &w.fallback_queue {
+                queue_exists(format!("workstreams[{i}].fallback_queue"), fallback)?;
+            }
+            if w.capacity_units == 0 {
+                return Err(invalid(format!("workstreams[{i}].capacity_units"), "must be above 0"));
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if !self.workstreams.iter().any(|w| w.id == r.workstream) {
+                return Err(invalid(
+                    format!("rules[{i}].workstream"),
+                    format!("no workstream `{}` is configured", r.workstream),
+                ));
+            }
+            queue_exists(format!("rules[{i}].queue"), &r.queue)?;
+            if let Some(pattern) = &r.text_regex {
+                linedesk_actors::workstream::Rule::compile_regex(&r.name, pattern)
+                    .map_err(|e| invalid(format!("rules[{i}].text_regex"), e.to_string()))?;
+            }
+            check_skills(format!("rules[{i}].skills"), &r.skills)?;
+        }
+        let mut agents = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            if !agents.insert(&a.id) {
+                return Err(invalid(format!("agents[{i}].id"), format!("`{}` is configured twice", a.id)));
+            }
+            if a.token.expose_secret().is_empty() {
+                return Err(invalid(format!("agents[{i}].token"), "must not be empty"));
+            }
+            for q in &a.queues {
+                queue_exists(format!("agents[{i}].queues"), q)?;
+            }
+            check_skills(format!("agents[{i}].skills"), &a.skills)?;
+        }
+        let tokens: HashSet<&str> = self.agents.iter().map(|a| a.token.expose_secret()).collect();
+        if tokens.len() != self.agents.len() {
+            return Err(invalid("agents", "two agents share a token"));
+        }
+        if self.routing.heartbeat_interval_ms == 0 {
+            return Err(invalid("routing.heartbeat_interval_ms", "must be above 0"));
+        }
+        Ok(())
+    }
+
     pub fn account(&self, id: &str) -> Option<&AccountSettings> {
         self.accounts.iter().find(|a| a.id.as_str() == id)
+    }
+}
+
+fn check_skills(
+    key: String,
+    skills: &std::collections::BTreeMap<String, u8>,
+) -> Result<(), SettingsError> {
+    match skills.iter().find(|(_, level)| !(1..=10).contains(*level)) {
+        Some((name, level)) => Err(invalid(
+            key,
+            format!("skill `{name}` has proficiency {level}; it must be 1-10"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -379,7 +568,9 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             f,
-            r#"[server]
+            r#"workstreams = []
+rules = []
+[server]
 max_body_bytes = 2048
 [[accounts]]
 id = "shop-2"
@@ -427,6 +618,23 @@ channel_access_token = "t""#
         writeln!(f, "[[accounts]]\nid = \"Bad Id\"\nname = \"x\"\nchannel_id = \"1\"\nchannel_secret = \"s\"\nchannel_access_token = \"t\"").unwrap();
         let e = load_err(Some(f.path()), &[]);
         assert!(e.contains("accounts"), "{e}");
+    }
+
+    #[test]
+    fn routing_objects_must_refer_to_each_other() {
+        let cases = [
+            ("[[queues]]\nid = \"general\"\npriority = 1\nassignment = \"random\"\nskill_match = \"exact\"\noffer_timeout_ms = 1\nauto_accept = false", "queues[0].assignment"),
+            ("[[rules]]\nname = \"r\"\nworkstream = \"nope\"\nqueue = \"general\"", "rules[0].workstream"),
+            ("[[rules]]\nname = \"r\"\nworkstream = \"support\"\nqueue = \"general\"\ntext_regex = \"(\"", "rules[0].text_regex"),
+            ("[[agents]]\nid = \"carol\"\nname = \"C\"\ntoken = \"t\"\ncapacity = 1\nqueues = [\"nowhere\"]", "agents[0].queues"),
+            ("[[agents]]\nid = \"carol\"\nname = \"C\"\ntoken = \"t\"\ncapacity = 1\nqueues = []\nskills = { billing = 11 }", "agents[0].skills"),
+        ];
+        for (toml, key) in cases {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            writeln!(f, "{toml}").unwrap();
+            let e = load_err(Some(f.path()), &[]);
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -156,6 +156,11 @@ impl Handler<ConversationIdle> for Registry {
             Some(_) => {
                 self.live.remove(&msg.key);
                 self.stats.passivated += 1;
+                // A map does not shrink by itself: after a burst of conversations it would hold
+                // their memory forever.
+                if self.live.capacity() > 1_024 && self.live.capacity() > 4 * self.live.len() {
+                    self.live.shrink_to(2 * self.live.len());
+                }
                 true
             }
             None => true,
