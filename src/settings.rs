@@ -400,7 +400,10 @@ impl Settings {
             if !["highest_capacity", "round_robin", "most_idle"].contains(&q.assignment.as_str()) {
                 return Err(invalid(
                     format!("queues[{i}].assignment"),
-                    format!("`{}` is not highest_capacity, round_robin or most_idle", q.assignment),
+                    format!(
+                        "`{}` is not highest_capacity, round_robin or most_idle",
+                        q.assignment
+                    ),
                 ));
             }
             if !["exact", "closest"].contains(&q.skill_match.as_str()) {
@@ -436,7 +439,10 @@ impl Settings {
                 queue_exists(format!("workstreams[{i}].fallback_queue"), fallback)?;
             }
             if w.capacity_units == 0 {
-                return Err(invalid(format!("workstreams[{i}].capacity_units"), "must be above 0"));
+                return Err(invalid(
+                    format!("workstreams[{i}].capacity_units"),
+                    "must be above 0",
+                ));
             }
         }
         for (i, r) in self.rules.iter().enumerate() {
@@ -456,7 +462,10 @@ impl Settings {
         let mut agents = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             if !agents.insert(&a.id) {
-                return Err(invalid(format!("agents[{i}].id"), format!("`{}` is configured twice", a.id)));
+                return Err(invalid(
+                    format!("agents[{i}].id"),
+                    format!("`{}` is configured twice", a.id),
+                ));
             }
             if a.token.expose_secret().is_empty() {
                 return Err(invalid(format!("agents[{i}].token"), "must not be empty"));
@@ -466,7 +475,11 @@ impl Settings {
             }
             check_skills(format!("agents[{i}].skills"), &a.skills)?;
         }
-        let tokens: HashSet<&str> = self.agents.iter().map(|a| a.token.expose_secret()).collect();
+        let tokens: HashSet<&str> = self
+            .agents
+            .iter()
+            .map(|a| a.token.expose_secret())
+            .collect();
         if tokens.len() != self.agents.len() {
             return Err(invalid("agents", "two agents share a token"));
         }
@@ -474,6 +487,102 @@ impl Settings {
             return Err(invalid("routing.heartbeat_interval_ms", "must be above 0"));
         }
         Ok(())
+    }
+
+    /// Queues as the router takes them. Call after `validate`: ids and names are checked there.
+    pub fn queue_policies(&self) -> Vec<linedesk_actors::router::actor::QueuePolicy> {
+        use linedesk_actors::router::{Assignment, QueueId, QueueSpec, SkillMatch};
+        self.queues
+            .iter()
+            .filter_map(|q| {
+                let id = QueueId::parse(q.id.as_str()).ok()?;
+                let assignment = match q.assignment.as_str() {
+                    "round_robin" => Assignment::RoundRobin,
+                    "most_idle" => Assignment::MostIdle,
+                    _ => Assignment::HighestCapacity,
+                };
+                let skill_match = match q.skill_match.as_str() {
+                    "closest" => SkillMatch::Closest,
+                    _ => SkillMatch::Exact,
+                };
+                Some(linedesk_actors::router::actor::QueuePolicy {
+                    spec: QueueSpec {
+                        id,
+                        priority: q.priority,
+                        assignment,
+                        skill_match,
+                    },
+                    offer_timeout: Duration::from_millis(q.offer_timeout_ms),
+                    auto_accept: q.auto_accept,
+                })
+            })
+            .collect()
+    }
+
+    /// Agents as the router takes them, in `agents` order.
+    pub fn agent_specs(&self) -> Vec<linedesk_actors::router::AgentSpec> {
+        self.agents
+            .iter()
+            .map(|a| linedesk_actors::router::AgentSpec {
+                id: a.id.clone(),
+                capacity: a.capacity,
+                skills: a.skills.clone(),
+                queues: a
+                    .queues
+                    .iter()
+                    .filter_map(|q| linedesk_actors::router::QueueId::parse(q.as_str()).ok())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Workstreams and rules as the conversations classify with them.
+    pub fn routing_table(&self) -> linedesk_actors::workstream::RoutingTable {
+        use linedesk_actors::workstream::{
+            Classification, Conditions, RoutingTable, Rule, Workstream,
+        };
+        RoutingTable {
+            workstreams: self
+                .workstreams
+                .iter()
+                .map(|w| Workstream {
+                    id: w.id.clone(),
+                    account: w.account.clone(),
+                    language: w.language.clone(),
+                    default_queue: w.default_queue.clone(),
+                    fallback_queue: w
+                        .fallback_queue
+                        .clone()
+                        .unwrap_or_else(|| w.default_queue.clone()),
+                    keep_same_agent: w.keep_same_agent,
+                    capacity_units: w.capacity_units,
+                })
+                .collect(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| Rule {
+                    name: r.name.clone(),
+                    workstream: r.workstream.clone(),
+                    when: Conditions {
+                        account: r.account.clone(),
+                        text_contains: r.text_contains.clone(),
+                        // Checked in `validate`.
+                        text_regex: r
+                            .text_regex
+                            .as_deref()
+                            .and_then(|p| Rule::compile_regex(&r.name, p).ok()),
+                        language: r.language.clone(),
+                        contact: r.contact.clone(),
+                    },
+                    then: Classification {
+                        queue: r.queue.clone(),
+                        skills: r.skills.clone(),
+                        priority: r.priority,
+                    },
+                })
+                .collect(),
+        }
     }
 
     pub fn account(&self, id: &str) -> Option<&AccountSettings> {

@@ -17,7 +17,12 @@ use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use crate::storage::{Journal, SledConversationStore};
 use actix::{Actor, Addr};
-use linedesk_actors::conversation::{Registry, SnapshotAll};
+use linedesk_actors::agent::Agent;
+use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
+use linedesk_actors::router::actor::{AttachRouter, Router};
+use secrecy::ExposeSecret;
+
+use crate::agent_ws::AgentEntry;
 
 pub struct Application {
     server: Server,
@@ -36,12 +41,56 @@ impl Application {
             .context("cannot read the journal")?;
         let conversations = SledConversationStore::open(&db, journal.clone())
             .context("cannot open the conversation store")?;
+        // Start order: the router first (agents and conversations report to it), then the
+        // agents, then the conversation registry; finally the router learns both.
+        let router = Router::new(
+            settings.queue_policies(),
+            settings.routing.missed_offers_to_away,
+        )
+        .start();
+        let grace = std::time::Duration::from_millis(settings.routing.reconnect_grace_ms);
+        let agents: Vec<AgentEntry> = settings
+            .agents
+            .iter()
+            .map(|a| AgentEntry {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                token_digest: crate::agent_ws::digest(a.token.expose_secret()),
+                addr: Agent::new(
+                    a.id.clone(),
+                    router.clone().recipient(),
+                    router.clone().recipient(),
+                    grace,
+                )
+                .start(),
+            })
+            .collect();
+        let links = ConversationLinks {
+            routing: Arc::new(settings.routing_table()),
+            router: Some(router.clone().recipient()),
+            agents: Arc::new(
+                agents
+                    .iter()
+                    .map(|a| (a.id.clone(), a.addr.clone().recipient()))
+                    .collect(),
+            ),
+        };
         let registry = Registry::new(
             Arc::new(conversations.clone()),
             settings.conversation.lifecycle(),
             settings.conversation.runtime(),
         )
+        .with_links(links)
         .start();
+        router.do_send(AttachRouter {
+            registry: registry.clone(),
+            agents: settings
+                .agent_specs()
+                .into_iter()
+                .zip(&agents)
+                .map(|(spec, a)| (spec, a.addr.clone().recipient()))
+                .collect(),
+        });
         let metrics = Arc::new(Metrics::default());
 
         let bind = settings.server.bind_addr()?;
@@ -54,6 +103,8 @@ impl Application {
             journal.clone(),
             conversations,
             registry.clone(),
+            router,
+            agents,
             metrics.clone(),
         ));
         let mut server = HttpServer::new(move || {

@@ -4,6 +4,8 @@
 //! actors their ports (a [`conversation::ConversationStore`] over sled, recipients for outbound
 //! traffic) at start-up.
 
+pub mod agent;
 pub mod conversation;
 pub mod domain;
+pub mod router;
 pub mod workstream;

@@ -96,6 +96,10 @@ pub enum ServerFrame {
         client_msg_id: String,
         conversation_id: String,
     },
+    /// The agent's effective presence (`busy` at full capacity).
+    Presence {
+        status: String,
+    },
     Error {
         code: String,
         message: String,

@@ -19,6 +19,9 @@ use crate::settings::{AccountSettings, Settings};
 use crate::storage::{Journal, SledConversationStore};
 use actix::Addr;
 use linedesk_actors::conversation::Registry;
+use linedesk_actors::router::actor::Router;
+
+use crate::agent_ws::AgentEntry;
 
 /// What the handlers share.
 pub struct AppState {
@@ -28,6 +31,8 @@ pub struct AppState {
     pub journal: Journal,
     pub conversations: SledConversationStore,
     pub registry: Addr<Registry>,
+    pub router: Addr<Router>,
+    pub agents: Vec<AgentEntry>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -37,6 +42,8 @@ impl AppState {
         journal: Journal,
         conversations: SledConversationStore,
         registry: Addr<Registry>,
+        router: Addr<Router>,
+        agents: Vec<AgentEntry>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let accounts = settings
@@ -50,6 +57,8 @@ impl AppState {
             journal,
             conversations,
             registry,
+            router,
+            agents,
             metrics,
         }
     }
@@ -58,6 +67,7 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .route("/agent/ws", web::get().to(crate::agent_ws::agent_ws))
         .service(
             web::scope("/api")
                 .route("/conversations", web::get().to(conversations::list))

@@ -1,5 +1,6 @@
 //! Integration tests: one test binary, one module per capability.
 
+mod agents;
 mod cli;
 mod conversations;
 mod helpers;

@@ -16,10 +16,15 @@ use actix::clock::Instant;
 use actix::prelude::*;
 use tracing::Instrument;
 
+use std::collections::HashMap;
+
 use super::messages::*;
-use super::state::{ConversationSettings, ConversationState, Effect};
+use super::state::{ConversationSettings, ConversationState, Effect, RoutingInfo, Status};
 use super::store::ConversationStore;
-use crate::domain::{Content, ConversationKey};
+use crate::agent::AgentEvent;
+use crate::domain::{AgentId, Content, ConversationKey};
+use crate::router::messages::ConversationNotice;
+use crate::workstream::{classify, ClassifyInput, RoutingTable};
 
 /// Persistence and lifetime knobs of conversation actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,16 @@ pub struct ConversationEnv {
     pub settings: ConversationSettings,
     pub runtime: RuntimeSettings,
     pub registry: Recipient<ConversationIdle>,
+    pub links: ConversationLinks,
+}
+
+/// Where conversations report to routing and agents. Empty by default: conversations then
+/// keep their state without being routed (tests of the conversation alone, benches).
+#[derive(Clone, Default)]
+pub struct ConversationLinks {
+    pub routing: Arc<RoutingTable>,
+    pub router: Option<Recipient<ConversationNotice>>,
+    pub agents: Arc<HashMap<AgentId, Recipient<AgentEvent>>>,
 }
 
 pub struct Conversation {
@@ -52,6 +67,8 @@ pub struct Conversation {
     last_active: Instant,
     /// Set once the registry let this actor go: it must not write anything any more.
     passivated: bool,
+    /// Replaying the journal during recovery: only storage effects are carried out.
+    replaying: bool,
     restarts: u32,
     #[cfg(feature = "fault-injection")]
     fail_next: bool,
@@ -66,6 +83,7 @@ impl Conversation {
             unsaved: 0,
             last_active: Instant::now(),
             passivated: false,
+            replaying: false,
             restarts: 0,
             #[cfg(feature = "fault-injection")]
             fail_next: false,
@@ -85,13 +103,31 @@ impl Conversation {
             .unwrap_or_else(|| ConversationState::new(self.key.clone()));
         self.state = Some(state);
         self.unsaved = 0;
-        let applied = self.catch_up()?;
+        self.replaying = true;
+        let applied = self.catch_up();
+        self.replaying = false;
+        let applied = applied?;
         if self.unsaved > 0 {
             // Replayed events are not replayed again after the next restart.
             self.save()?;
         }
+        self.resync_routing();
         tracing::debug!(replayed = applied, "conversation recovered");
         Ok(())
+    }
+
+    /// After recovery the router may not know this conversation: tell it what it needs.
+    /// The router ignores what it already has.
+    fn resync_routing(&mut self) {
+        let queued = self
+            .state
+            .as_ref()
+            .and_then(|s| s.current.as_ref())
+            .filter(|c| c.status == Status::Queued)
+            .map(|c| c.id.clone());
+        if let Some(conversation) = queued {
+            let _ = self.carry_out(vec![Effect::Enqueue { conversation }]);
+        }
     }
 
     /// Applies every journal event not applied yet; returns how many.
@@ -102,6 +138,7 @@ impl Conversation {
             return Ok(0);
         }
         let before = shape(state);
+        let agent_before = agent_view(state);
         let mut effects = Vec::new();
         for event in &events {
             effects.extend(state.apply(event, &self.env.settings));
@@ -109,6 +146,7 @@ impl Conversation {
         self.unsaved += events.len() as u32;
         let changed = shape(state) != before;
         self.carry_out(effects)?;
+        self.tell_status(agent_before);
         if changed || self.unsaved >= self.env.runtime.snapshot_every {
             self.save()?;
         }
@@ -125,10 +163,28 @@ impl Conversation {
         Ok(())
     }
 
-    fn carry_out(&self, effects: Vec<Effect>) -> Result<(), ConversationError> {
+    /// Carries out the state machine's effects. While replaying the journal only storage
+    /// effects run: routing and agents heard about those events the first time.
+    fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), ConversationError> {
         for effect in effects {
             match effect {
-                Effect::Archive(conversation) => self.env.store.archive(&conversation)?,
+                Effect::Archive(conversation) => {
+                    self.env.store.archive(&conversation)?;
+                    if !self.replaying {
+                        self.notify_router(ConversationNotice::Closed {
+                            conversation: conversation.id.clone(),
+                        });
+                        if let Some(agent) = &conversation.agent {
+                            self.tell_agent(
+                                agent,
+                                AgentEvent::ConversationChanged {
+                                    conversation: conversation.id.clone(),
+                                    status: Status::Closed,
+                                },
+                            );
+                        }
+                    }
+                }
                 Effect::HideArchivedMessage {
                     conversation,
                     message_id,
@@ -136,21 +192,139 @@ impl Conversation {
                     .env
                     .store
                     .hide_archived_message(&conversation, &message_id)?,
-                // Routing consumes these once the router exists; until then they are only traced.
-                Effect::Enqueue { conversation } => {
-                    tracing::debug!(%conversation, "conversation waits for an agent")
-                }
+                _ if self.replaying => {}
+                Effect::Enqueue { conversation } => self.enqueue(conversation),
                 Effect::ReleaseCapacity {
                     agent,
                     conversation,
-                } => tracing::debug!(%agent, %conversation, "agent capacity released"),
+                } => self.notify_router(ConversationNotice::Released {
+                    agent,
+                    conversation,
+                }),
                 Effect::ReclaimCapacity {
                     agent,
                     conversation,
-                } => tracing::debug!(%agent, %conversation, "agent capacity taken again"),
+                } => {
+                    let units = self.routing().map_or(1, |r| r.units);
+                    self.notify_router(ConversationNotice::Reclaimed {
+                        agent,
+                        conversation,
+                        units,
+                    })
+                }
+                Effect::TellAgent {
+                    agent,
+                    conversation,
+                    entry,
+                } => self.tell_agent(
+                    &agent,
+                    AgentEvent::Message {
+                        conversation,
+                        author: entry.author.clone(),
+                        preview: entry.preview(),
+                        content: entry.content.clone().unwrap_or(Content::Text {
+                            text: String::new(),
+                        }),
+                        internal: entry.internal,
+                        at_ms: entry.at_ms,
+                    },
+                ),
             }
         }
         Ok(())
+    }
+
+    fn routing(&self) -> Option<&RoutingInfo> {
+        self.state
+            .as_ref()
+            .and_then(|s| s.current.as_ref())
+            .and_then(|c| c.routing.as_ref())
+    }
+
+    /// Classifies the conversation the first time it queues, then tells the router.
+    fn enqueue(&mut self, conversation: super::ConversationRecordId) {
+        let links = self.env.links.clone();
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        let Some(current) = state.current.as_ref().filter(|c| c.id == conversation) else {
+            return;
+        };
+        let since_ms = current.opened_at_ms;
+        let routing = match &current.routing {
+            Some(routing) => routing.clone(),
+            None => {
+                let Some(workstream) = links.routing.workstream_of(&self.key.account) else {
+                    tracing::warn!(account_id = %self.key.account, "no workstream routes this account; the conversation waits unrouted");
+                    return;
+                };
+                let first_text = current.transcript.iter().find_map(|e| match &e.content {
+                    Some(Content::Text { text }) => Some(text.as_str()),
+                    _ => None,
+                });
+                let contact = Default::default();
+                let input = ClassifyInput {
+                    account: &self.key.account,
+                    first_text,
+                    language: None,
+                    contact: &contact,
+                };
+                let classified = classify(workstream, &links.routing.rules, &input);
+                if let Some(why) = &classified.unevaluable {
+                    tracing::warn!(conversation_id = %conversation, reason = %why, "a rule could not be evaluated; fallback queue");
+                }
+                let routing = RoutingInfo {
+                    workstream: workstream.id.clone(),
+                    queue: classified.classification.queue,
+                    skills: classified.classification.skills,
+                    priority: classified.classification.priority,
+                    units: workstream.capacity_units,
+                    rule: classified.rule,
+                };
+                state.set_routing(routing.clone());
+                routing
+            }
+        };
+        self.notify_router(ConversationNotice::Queued {
+            conversation,
+            queue: routing.queue,
+            skills: routing.skills,
+            priority: routing.priority,
+            since_ms,
+            units: routing.units,
+        });
+    }
+
+    fn notify_router(&self, notice: ConversationNotice) {
+        if let Some(router) = &self.env.links.router {
+            router.do_send(notice);
+        }
+    }
+
+    fn tell_agent(&self, agent: &AgentId, event: AgentEvent) {
+        if let Some(sink) = self.env.links.agents.get(agent) {
+            sink.do_send(event);
+        }
+    }
+
+    /// Tells the agents concerned when the current conversation's status changed.
+    fn tell_status(&self, before: Option<(super::ConversationRecordId, Status, Option<AgentId>)>) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let after = agent_view(state);
+        if after == before || self.replaying {
+            return;
+        }
+        if let Some((conversation, status, Some(agent))) = after {
+            self.tell_agent(
+                &agent,
+                AgentEvent::ConversationChanged {
+                    conversation,
+                    status,
+                },
+            );
+        }
     }
 
     fn view(&self, changed: bool) -> Result<ConversationView, ConversationError> {
@@ -215,6 +389,16 @@ impl Conversation {
         }
         result
     }
+}
+
+/// The current conversation as its agent sees it.
+fn agent_view(
+    state: &ConversationState,
+) -> Option<(super::ConversationRecordId, Status, Option<AgentId>)> {
+    state
+        .current
+        .as_ref()
+        .map(|c| (c.id.clone(), c.status, c.agent.clone()))
 }
 
 /// What a snapshot must follow at once: status changes and conversation turnover.
@@ -291,9 +475,11 @@ impl Handler<Tick> for Conversation {
         let result = self.catch_up().and_then(|_| {
             let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
             let before = state.deadline_ms();
+            let agent_before = agent_view(state);
             let effects = state.tick(msg.now_ms, &self.env.settings);
             let after = state.deadline_ms();
             self.carry_out(effects)?;
+            self.tell_status(agent_before);
             if before != after {
                 self.save()?;
             }
@@ -310,6 +496,7 @@ impl Handler<ApplyAgentAction> for Conversation {
         self.last_active = Instant::now();
         let result = self.catch_up().and_then(|_| {
             let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+            let agent_before = agent_view(state);
             let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
             let (effects, changed) = match &msg.action {
                 AgentAction::Assign => (state.assign(agent, now, settings)?, true),
@@ -333,6 +520,7 @@ impl Handler<ApplyAgentAction> for Conversation {
                 }
             };
             self.carry_out(effects)?;
+            self.tell_status(agent_before);
             if changed {
                 // Written before the caller is answered: an agent's `ack` means stored.
                 self.save()?;

@@ -13,11 +13,15 @@ mod memory_store;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{Conversation, ConversationEnv, RuntimeSettings};
+pub(crate) use actor::now_ms;
+pub use actor::{Conversation, ConversationEnv, ConversationLinks, RuntimeSettings};
 pub use messages::*;
 pub use registry::Registry;
 pub use state::{
     Author, Cause, ContactState, Conversation as ConversationRecord, ConversationSettings,
-    ConversationState, Effect, Status, TranscriptEntry, Transition, TransitionError,
+    ConversationState, Effect, RoutingInfo, Status, TranscriptEntry, Transition, TransitionError,
 };
 pub use store::{ConversationStore, StoreError};
+
+/// Ids of conversations, under the name the actor code reads best with.
+pub(crate) type ConversationRecordId = crate::domain::ConversationId;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::actor::{now_ms, traced, Conversation, ConversationEnv, RuntimeSettings};
+use super::actor::{
+    now_ms, traced, Conversation, ConversationEnv, ConversationLinks, RuntimeSettings,
+};
 use super::messages::*;
 use super::state::ConversationSettings;
 use super::store::ConversationStore;
@@ -31,6 +33,7 @@ pub struct Registry {
     settings: ConversationSettings,
     runtime: RuntimeSettings,
     env: Option<Arc<ConversationEnv>>,
+    links: ConversationLinks,
     live: HashMap<ConversationKey, Live>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -53,11 +56,18 @@ impl Registry {
             settings,
             runtime,
             env: None,
+            links: ConversationLinks::default(),
             live: HashMap::new(),
             arbiters,
             next_arbiter: 0,
             stats: RegistryStats::default(),
         }
+    }
+
+    /// Connects conversations to routing and agents.
+    pub fn with_links(mut self, links: ConversationLinks) -> Self {
+        self.links = links;
+        self
     }
 
     /// The live actor of `key`, started (and so recovered from storage) if needed.
@@ -129,6 +139,7 @@ impl Actor for Registry {
             settings: self.settings.clone(),
             runtime: self.runtime.clone(),
             registry: ctx.address().recipient(),
+            links: self.links.clone(),
         }));
         self.resume_pending();
         self.fire_due_timers();
@@ -142,6 +153,7 @@ impl Handler<EventsStored> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: EventsStored, _: &mut Self::Context) {
+        tracing::debug!(key = %msg.key, seq = msg.seq, "events stored");
         self.notify(msg.key, msg.seq);
     }
 }

@@ -25,3 +25,16 @@ pub struct Workstream {
     /// Capacity units one LINE conversation of this workstream takes from an agent.
     pub capacity_units: u32,
 }
+
+/// Every workstream and rule, as the conversation actors use them to classify.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingTable {
+    pub workstreams: Vec<Workstream>,
+    pub rules: Vec<Rule>,
+}
+
+impl RoutingTable {
+    pub fn workstream_of(&self, account: &AccountId) -> Option<&Workstream> {
+        self.workstreams.iter().find(|w| &w.account == account)
+    }
+}

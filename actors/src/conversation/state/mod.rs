@@ -204,6 +204,9 @@ pub struct Conversation {
     pub capacity_held: bool,
     /// Earlier conversations of the same chat, oldest first.
     pub previous: Vec<ConversationId>,
+    /// Where classification put it (set when it first queues, kept on re-queues).
+    #[serde(default)]
+    pub routing: Option<RoutingInfo>,
     pub transitions: Vec<Transition>,
     pub transcript: Vec<TranscriptEntry>,
 }
@@ -244,6 +247,19 @@ impl Conversation {
     }
 }
 
+/// The outcome of classification, kept with the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingInfo {
+    pub workstream: String,
+    pub queue: String,
+    pub skills: std::collections::BTreeMap<String, u8>,
+    pub priority: i32,
+    /// Capacity units the conversation takes from its agent.
+    pub units: u32,
+    /// The rule that matched, if one did.
+    pub rule: Option<String>,
+}
+
 /// The contact behind a chat, as far as LINE tells us.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactState {
@@ -271,6 +287,12 @@ pub enum Effect {
     ReclaimCapacity {
         agent: AgentId,
         conversation: ConversationId,
+    },
+    /// The customer wrote in a conversation an agent holds: the agent must see it.
+    TellAgent {
+        agent: AgentId,
+        conversation: ConversationId,
+        entry: Box<TranscriptEntry>,
     },
     /// An unsent message belongs to an archived conversation, which must hide it too.
     HideArchivedMessage {
@@ -436,7 +458,7 @@ impl ConversationState {
             Some(conversation) => conversation,
             None => self.open(at, settings, effects),
         };
-        conversation.transcript.push(entry);
+        conversation.transcript.push(entry.clone());
         conversation.updated_at_ms = at;
         if conversation.status == Status::Waiting {
             let agent = conversation.agent.clone();
@@ -456,6 +478,20 @@ impl ConversationState {
                     });
                 }
             }
+        }
+        if let (Some(agent), Status::Active) = (&conversation.agent, conversation.status) {
+            effects.push(Effect::TellAgent {
+                agent: agent.clone(),
+                conversation: conversation.id.clone(),
+                entry: Box::new(entry),
+            });
+        }
+    }
+
+    /// Records where classification put the current conversation.
+    pub fn set_routing(&mut self, routing: RoutingInfo) {
+        if let Some(conversation) = &mut self.current {
+            conversation.routing = Some(routing);
         }
     }
 
@@ -477,6 +513,7 @@ impl ConversationState {
             deadline_ms: None,
             capacity_held: false,
             previous: self.history.clone(),
+            routing: None,
             transitions: vec![Transition {
                 from: None,
                 to: Status::Open,

@@ -301,7 +301,10 @@ fn the_agent_path_active_waiting_active_wrap_up_closed() {
     // Affinity: the customer's next message brings it back to the same agent.
     let effects = state.apply(&text(2, T0 + 30, "I'm back"), &s);
     assert_eq!(status(&state), Some(Status::Active));
-    assert!(matches!(&effects[..], [Effect::ReclaimCapacity { agent, .. }] if *agent == alice()));
+    assert!(matches!(&effects[0], Effect::ReclaimCapacity { agent, .. } if *agent == alice()));
+    assert!(
+        matches!(&effects[1], Effect::TellAgent { agent, entry, .. } if *agent == alice() && entry.preview() == "I'm back")
+    );
 
     assert!(state.end(&alice(), T0 + 40, &s).unwrap().is_empty());
     let conversation = state.current.as_ref().unwrap();

@@ -1,0 +1,71 @@
+//! Messages of the agent actor.
+
+use actix::prelude::*;
+
+use crate::conversation::{Author, Status};
+use crate::domain::{AgentId, Content, ConversationId};
+use crate::router::state::Presence;
+
+/// What an agent's connections are told. Sent by the router and by conversations to the agent
+/// actor, which passes it to every connection.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum AgentEvent {
+    /// A conversation is offered to this agent until `expires_at_ms`.
+    Offer {
+        conversation: ConversationId,
+        queue: String,
+        expires_at_ms: i64,
+    },
+    /// The offer is gone (taken on another connection, expired, conversation closed).
+    OfferRevoked {
+        conversation: ConversationId,
+        reason: String,
+    },
+    /// The conversation is now this agent's.
+    Assigned { conversation: ConversationId },
+    /// Someone wrote in one of the agent's conversations.
+    Message {
+        conversation: ConversationId,
+        author: Author,
+        content: Content,
+        preview: String,
+        internal: bool,
+        at_ms: i64,
+    },
+    /// One of the agent's conversations changed state.
+    ConversationChanged {
+        conversation: ConversationId,
+        status: Status,
+    },
+    /// The agent's effective presence changed (chosen, or busy at full capacity).
+    PresenceChanged { presence: Presence },
+}
+
+/// A websocket connection of this agent opened. Answers what `hello` needs.
+#[derive(Debug, Message)]
+#[rtype(result = "Connected")]
+pub struct Connect {
+    pub sink: Recipient<AgentEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub session: u64,
+    pub presence: Presence,
+    pub conversations: Vec<ConversationId>,
+}
+
+/// A connection closed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: u64,
+}
+
+/// The agent's identity, for the router's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCard {
+    pub id: AgentId,
+    pub name: String,
+}

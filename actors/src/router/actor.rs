@@ -1,0 +1,410 @@
+//! The router actor: a shell around [`RouterState`]. It re-runs routing whenever a
+//! conversation queues, capacity frees, presence changes or an agent connects; sends offers to
+//! agents one at a time with a timeout; and on accept assigns the conversation through its
+//! actor (so the conversation's state and the router's agree).
+//!
+//! In: [`ConversationNotice`] (conversations), [`SetPresence`], [`AcceptOffer`], [`RejectOffer`],
+//! [`AgentGone`] (agents). Out: [`AgentEvent`] to agents, `AskConversation` to the registry.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::messages::*;
+use super::state::{
+    AgentSpec, HoldKind, Offer, Presence, QueueSpec, RouterError, RouterSettings, RouterState,
+    WaitingConversation,
+};
+use crate::agent::AgentEvent;
+use crate::conversation::{
+    AgentAction, ApplyAgentAction, AskConversation, ConversationError, Question, Registry,
+};
+use crate::domain::{AgentId, ConversationId};
+
+/// Per-queue settings the pure state does not need.
+#[derive(Debug, Clone)]
+pub struct QueuePolicy {
+    pub spec: QueueSpec,
+    pub offer_timeout: Duration,
+    pub auto_accept: bool,
+}
+
+pub struct Router {
+    state: RouterState,
+    policies: HashMap<String, QueuePolicy>,
+    agents: HashMap<AgentId, Recipient<AgentEvent>>,
+    /// As configured: an agent who leaves is put back fresh when they return.
+    specs: HashMap<AgentId, AgentSpec>,
+    registry: Option<Addr<Registry>>,
+    /// Outstanding offers: conversation → (agent, offer number), so a late timeout is ignored.
+    offers: HashMap<ConversationId, (AgentId, u64)>,
+    next_offer: u64,
+    stats: RouterStats,
+}
+
+impl Router {
+    pub fn new(queues: Vec<QueuePolicy>, missed_offers_to_away: u32) -> Self {
+        let mut state = RouterState::new(RouterSettings {
+            missed_offers_limit: missed_offers_to_away,
+        });
+        let mut policies = HashMap::new();
+        for policy in queues {
+            state.upsert_queue(policy.spec.clone());
+            policies.insert(policy.spec.id.to_string(), policy);
+        }
+        Self {
+            state,
+            policies,
+            agents: HashMap::new(),
+            specs: HashMap::new(),
+            registry: None,
+            offers: HashMap::new(),
+            next_offer: 0,
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// Offers waiting conversations to free agents until no pair is left.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let now = crate::conversation::now_ms();
+        while let Some(offer) = self.state.next_offer(now) {
+            self.stats.offers += 1;
+            let policy = self.policies.get(&offer.queue.to_string()).cloned();
+            let Some(policy) = policy else {
+                continue;
+            };
+            if policy.auto_accept {
+                self.assign(offer.conversation, offer.agent, ctx);
+                continue;
+            }
+            self.next_offer += 1;
+            let number = self.next_offer;
+            self.offers
+                .insert(offer.conversation.clone(), (offer.agent.clone(), number));
+            let expires_at_ms = now + policy.offer_timeout.as_millis() as i64;
+            self.tell(
+                &offer.agent,
+                AgentEvent::Offer {
+                    conversation: offer.conversation.clone(),
+                    queue: offer.queue.to_string(),
+                    expires_at_ms,
+                },
+            );
+            let Offer {
+                conversation,
+                agent,
+                ..
+            } = offer;
+            ctx.run_later(policy.offer_timeout, move |act, ctx| {
+                if act.offers.get(&conversation) == Some(&(agent.clone(), number)) {
+                    act.offers.remove(&conversation);
+                    act.tell(
+                        &agent,
+                        AgentEvent::OfferRevoked {
+                            conversation: conversation.clone(),
+                            reason: "offer expired".into(),
+                        },
+                    );
+                    act.missed(&agent, &conversation, ctx);
+                }
+            });
+        }
+        self.stats.waiting = self.state.waiting_len();
+    }
+
+    /// Records a declined or expired offer and routes again.
+    fn missed(&mut self, agent: &AgentId, conversation: &ConversationId, ctx: &mut Context<Self>) {
+        let too_many = match self.state.decline(conversation, agent) {
+            Ok(too_many) => too_many,
+            Err(e) => {
+                tracing::warn!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "declining an offer failed");
+                false
+            }
+        };
+        if too_many {
+            tracing::info!(agent_id = %agent, "agent missed too many offers in a row; set away");
+            if let Ok(presence) = self.state.set_presence(agent, Presence::Away) {
+                self.tell(agent, AgentEvent::PresenceChanged { presence });
+            }
+        }
+        self.dispatch(ctx);
+    }
+
+    /// Makes the conversation the agent's: the conversation actor first, then the router's books.
+    fn assign(&mut self, conversation: ConversationId, agent: AgentId, ctx: &mut Context<Self>) {
+        let Some(registry) = self.registry.clone() else {
+            tracing::error!("router has no registry; cannot assign");
+            return;
+        };
+        let ask = AskConversation {
+            key: conversation.key.clone(),
+            question: Question::Agent(ApplyAgentAction {
+                agent: agent.clone(),
+                action: AgentAction::Assign,
+            }),
+        };
+        registry
+            .send(ask)
+            .into_actor(self)
+            .map(move |answer, act, ctx| act.assigned(conversation, agent, answer, ctx))
+            .wait(ctx);
+    }
+
+    fn assigned(
+        &mut self,
+        conversation: ConversationId,
+        agent: AgentId,
+        answer: Result<
+            Result<crate::conversation::ConversationView, ConversationError>,
+            MailboxError,
+        >,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = crate::conversation::now_ms();
+        match answer {
+            Ok(Ok(_)) => {
+                if let Err(e) = self.state.accept(&conversation, &agent, now) {
+                    tracing::error!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "router books disagree with the conversation");
+                }
+                self.stats.assignments += 1;
+                self.tell(&agent, AgentEvent::Assigned { conversation });
+                self.report_presence(&agent);
+            }
+            Ok(Err(e)) => {
+                // Closed or changed meanwhile: give the units back and forget it.
+                tracing::info!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "conversation could not be assigned");
+                let _ = self.state.decline(&conversation, &agent);
+                self.state.dequeue(&conversation);
+                self.tell(
+                    &agent,
+                    AgentEvent::OfferRevoked {
+                        conversation,
+                        reason: e.to_string(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(error.message = %e, "registry unreachable; the conversation goes back to waiting");
+                let _ = self.state.decline(&conversation, &agent);
+            }
+        }
+        self.dispatch(ctx);
+    }
+
+    fn report_presence(&mut self, agent: &AgentId) {
+        if let Some(presence) = self.state.effective_presence(agent) {
+            self.tell(agent, AgentEvent::PresenceChanged { presence });
+        }
+    }
+
+    fn tell(&self, agent: &AgentId, event: AgentEvent) {
+        if let Some(sink) = self.agents.get(agent) {
+            sink.do_send(event);
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+/// Wires the router to its agents and to the conversation registry (both start after it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachRouter {
+    pub registry: Addr<Registry>,
+    pub agents: Vec<(crate::router::state::AgentSpec, Recipient<AgentEvent>)>,
+}
+
+impl Handler<AttachRouter> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachRouter, ctx: &mut Self::Context) {
+        self.registry = Some(msg.registry);
+        for (spec, sink) in msg.agents {
+            self.agents.insert(spec.id.clone(), sink);
+            self.specs.insert(spec.id.clone(), spec.clone());
+            if let Err(e) = self.state.upsert_agent(spec) {
+                tracing::error!(error.message = %e, "agent could not join routing");
+            }
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<ConversationNotice> for Router {
+    type Result = ();
+
+    fn handle(&mut self, notice: ConversationNotice, ctx: &mut Self::Context) {
+        tracing::debug!(?notice, "routing notice");
+        match notice {
+            ConversationNotice::Queued {
+                conversation,
+                queue,
+                skills,
+                priority,
+                since_ms,
+                units,
+            } => {
+                let Ok(queue_id) = super::state::QueueId::parse(&queue) else {
+                    tracing::error!(queue, "conversation names a queue that is not configured");
+                    return;
+                };
+                if self.state.status(&conversation).is_some() {
+                    // Already waiting, offered or assigned: a resync after recovery.
+                    return;
+                }
+                let waiting = WaitingConversation {
+                    conversation: conversation.clone(),
+                    queue: queue_id,
+                    required_skills: skills,
+                    priority,
+                    since_ms,
+                    units,
+                };
+                if let Err(e) = self.state.enqueue(waiting) {
+                    tracing::error!(conversation_id = %conversation, error.message = %e, "could not queue conversation");
+                }
+            }
+            ConversationNotice::Released {
+                agent,
+                conversation,
+            } => {
+                if let Err(e) = self.state.release(&conversation, &agent) {
+                    tracing::debug!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "release of a conversation the router did not hold");
+                }
+                self.report_presence(&agent);
+            }
+            ConversationNotice::Reclaimed {
+                agent,
+                conversation,
+                units,
+            } => {
+                if let Err(e) = self.state.reserve_direct(&conversation, &agent, units) {
+                    // Over capacity: the agent still gets the customer back (affinity), and
+                    // routing sends nothing new until capacity frees.
+                    tracing::warn!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "returning customer exceeds the agent's capacity");
+                }
+                self.report_presence(&agent);
+            }
+            ConversationNotice::Closed { conversation } => {
+                self.state.dequeue(&conversation);
+                if let Some((agent, _)) = self.offers.remove(&conversation) {
+                    let _ = self.state.decline(&conversation, &agent);
+                    self.state.dequeue(&conversation);
+                    self.tell(
+                        &agent,
+                        AgentEvent::OfferRevoked {
+                            conversation,
+                            reason: "the conversation closed".into(),
+                        },
+                    );
+                }
+            }
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<SetPresence> for Router {
+    type Result = Result<Presence, RoutingError>;
+
+    fn handle(&mut self, msg: SetPresence, ctx: &mut Self::Context) -> Self::Result {
+        let presence = self.state.set_presence(&msg.agent, msg.presence)?;
+        self.tell(&msg.agent, AgentEvent::PresenceChanged { presence });
+        self.dispatch(ctx);
+        Ok(presence)
+    }
+}
+
+impl Handler<AcceptOffer> for Router {
+    type Result = Result<(), RoutingError>;
+
+    fn handle(&mut self, msg: AcceptOffer, ctx: &mut Self::Context) -> Self::Result {
+        match self.offers.get(&msg.conversation) {
+            Some((agent, _)) if *agent == msg.agent => {}
+            _ => return Err(not_offered(&msg.conversation, &msg.agent)),
+        }
+        self.offers.remove(&msg.conversation);
+        self.assign(msg.conversation, msg.agent, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<RejectOffer> for Router {
+    type Result = Result<(), RoutingError>;
+
+    fn handle(&mut self, msg: RejectOffer, ctx: &mut Self::Context) -> Self::Result {
+        match self.offers.get(&msg.conversation) {
+            Some((agent, _)) if *agent == msg.agent => {}
+            _ => return Err(not_offered(&msg.conversation, &msg.agent)),
+        }
+        self.offers.remove(&msg.conversation);
+        self.tell(
+            &msg.agent,
+            AgentEvent::OfferRevoked {
+                conversation: msg.conversation.clone(),
+                reason: "rejected".into(),
+            },
+        );
+        self.missed(&msg.agent, &msg.conversation, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<AgentGone> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentGone, ctx: &mut Self::Context) {
+        let held = self.state.remove_agent(&msg.agent);
+        self.offers.retain(|_, (agent, _)| *agent != msg.agent);
+        // The agent stays known, offline and empty-handed, for when they come back.
+        if let Some(spec) = self.specs.get(&msg.agent).cloned() {
+            let _ = self.state.upsert_agent(spec);
+        }
+        for conversation in held {
+            match (conversation.kind, conversation.queued_as) {
+                // Only offered: it waits again with its age.
+                (HoldKind::Offered, Some(waiting)) => {
+                    let _ = self.state.enqueue(waiting);
+                }
+                // Theirs: back to the head of its queue through the conversation, which keeps
+                // its age and tells the router again.
+                _ => {
+                    if let Some(registry) = &self.registry {
+                        registry.do_send(AskConversation {
+                            key: conversation.conversation.key.clone(),
+                            question: Question::Agent(ApplyAgentAction {
+                                agent: msg.agent.clone(),
+                                action: AgentAction::Requeue {
+                                    reason: "agent disconnected".into(),
+                                },
+                            }),
+                        });
+                    }
+                }
+            }
+        }
+        self.dispatch(ctx);
+    }
+}
+
+fn not_offered(conversation: &ConversationId, agent: &AgentId) -> RoutingError {
+    RouterError::NotOffered {
+        conversation: conversation.clone(),
+        agent: agent.clone(),
+    }
+    .into()
+}
+
+impl Handler<GetRouterStats> for Router {
+    type Result = MessageResult<GetRouterStats>;
+
+    fn handle(&mut self, _: GetRouterStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(RouterStats {
+            waiting: self.state.waiting_len(),
+            ..self.stats
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Messages of the router actor.
+
+use std::collections::BTreeMap;
+
+use actix::prelude::*;
+
+use super::state::{Presence, RouterError};
+use crate::domain::{AgentId, ConversationId};
+
+/// From conversations: what routing must know about them. Sent with `do_send`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum ConversationNotice {
+    /// The conversation waits for an agent (first time, or again: it keeps `since_ms`).
+    Queued {
+        conversation: ConversationId,
+        queue: String,
+        skills: BTreeMap<String, u8>,
+        priority: i32,
+        since_ms: i64,
+        units: u32,
+    },
+    /// The agent's capacity for this conversation is free again.
+    Released {
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    /// The customer came back to a waiting conversation: the same agent takes it again.
+    Reclaimed {
+        agent: AgentId,
+        conversation: ConversationId,
+        units: u32,
+    },
+    /// Closed while waiting or offered: forget it.
+    Closed { conversation: ConversationId },
+}
+
+/// Why the router refused an agent's request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error("the conversation could not be assigned: {0}")]
+    Conversation(String),
+    #[error("unknown presence `{0}` (available, busy, do_not_disturb, away, offline)")]
+    BadPresence(String),
+}
+
+/// An agent chose a presence.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Presence, RoutingError>")]
+pub struct SetPresence {
+    pub agent: AgentId,
+    pub presence: Presence,
+}
+
+/// An agent accepts an offer; the first accept wins.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), RoutingError>")]
+pub struct AcceptOffer {
+    pub agent: AgentId,
+    pub conversation: ConversationId,
+}
+
+/// An agent rejects an offer: it goes to the next agent.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), RoutingError>")]
+pub struct RejectOffer {
+    pub agent: AgentId,
+    pub conversation: ConversationId,
+}
+
+/// The agent's last connection closed and the reconnect grace ran out.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AgentGone {
+    pub agent: AgentId,
+}
+
+/// Router counters.
+#[derive(Debug, Message)]
+#[rtype(result = "RouterStats")]
+pub struct GetRouterStats;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    pub waiting: usize,
+    pub offers: u64,
+    pub assignments: u64,
+}

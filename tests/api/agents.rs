@@ -1,0 +1,544 @@
+//! Agents over a real websocket: sign-in, offers, accept, reply, the conversation states, and
+//! every kind of bad frame.
+
+use awc::http::StatusCode;
+use awc::ws;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, DESTINATION, PATIENCE};
+use crate::line_payloads::{callback, text_event};
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+
+/// A websocket agent client.
+pub struct AgentClient {
+    socket: Socket,
+    /// Frames read while looking for another type, in order.
+    pub seen: Vec<Value>,
+}
+
+impl AgentClient {
+    pub async fn connect(app: &TestApp, token: &str) -> Self {
+        let (response, socket) = awc::Client::builder()
+            .timeout(PATIENCE)
+            .finish()
+            .ws(format!("{}/agent/ws", app.address))
+            .bearer_auth(token)
+            .connect()
+            .await
+            .expect("websocket connects");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        Self {
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(ws::Message::Text(frame.to_string().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next text frame, answering pings on the way.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("a frame in time")
+                .expect("connection open")
+                .expect("valid frame");
+            match frame {
+                ws::Frame::Text(bytes) => {
+                    let frame: Value = serde_json::from_slice(&bytes).expect("JSON frame");
+                    if std::env::var_os("TEST_LOG").is_some() {
+                        eprintln!("agent client got {frame}");
+                    }
+                    return frame;
+                }
+                ws::Frame::Ping(bytes) => {
+                    let _ = self.socket.send(ws::Message::Pong(bytes)).await;
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of type `kind`; frames of other types are kept in `seen`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        self.expect_matching(|f| f["type"] == kind).await
+    }
+
+    /// The next frame `wanted` accepts; the others are kept in `seen`.
+    pub async fn expect_matching(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.next().await;
+            if wanted(&frame) {
+                return frame;
+            }
+            self.seen.push(frame);
+        }
+    }
+}
+
+/// Every event of these tests gets its own `webhookEventId`.
+static NEXT_EVENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn customer_writes(app: &TestApp, user: &str, _n: usize, text: &str) {
+    let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let event = text_event(user, &format!("01J5{n:022}"), text);
+    let answer = app.post_signed(&callback(DESTINATION, vec![event])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}
+
+fn user(n: usize) -> String {
+    format!("U{n:032x}")
+}
+
+/// One agent, one queue, no rules: the simplest routing to test against.
+fn solo(s: &mut linedesk::settings::Settings) {
+    s.rules.clear();
+    s.agents.retain(|a| a.id.as_str() == "alice");
+}
+
+#[actix_web::test]
+async fn a_bad_token_is_refused_with_401_before_the_upgrade() {
+    let app = spawn_app().await;
+    for token in [None, Some("nope")] {
+        let mut request = awc::Client::default().ws(format!("{}/agent/ws", app.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        match request.connect().await {
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED)
+            }
+            other => panic!("expected 401, got {:?}", other.map(|(r, _)| r.status())),
+        }
+    }
+    // Browsers can't set headers: the token may come in the query.
+    let (response, _socket) = awc::Client::default()
+        .ws(format!("{}/agent/ws?token=dev-alice-token", app.address))
+        .connect()
+        .await
+        .expect("query token accepted");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+}
+
+#[actix_web::test]
+async fn hello_names_the_agent_and_ping_gets_pong() {
+    let app = spawn_app().await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    let hello = alice.expect("hello").await;
+    assert_eq!(hello["agent"], json!({"id": "alice", "name": "Alice"}));
+    assert_eq!(hello["presence"], "available");
+    assert_eq!(hello["conversations"], json!([]));
+    alice.send(json!({"type": "ping"})).await;
+    alice.expect("pong").await;
+}
+
+#[actix_web::test]
+async fn a_customer_message_reaches_the_agent_as_an_offer_then_accept_reply_ack_and_transcript() {
+    let app = spawn_app_with(solo).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let u = user(1);
+    customer_writes(&app, &u, 1, "注文した商品が届きません").await;
+
+    let offer = alice.expect("offer").await;
+    let id = format!("demo.user.{u}.1");
+    assert_eq!(offer["conversation_id"], id);
+    assert_eq!(offer["queue"], "general");
+    assert_eq!(
+        offer["recent_messages"][0]["preview"],
+        "注文した商品が届きません"
+    );
+    assert!(offer["expires_at_ms"].as_i64().unwrap() > 0);
+
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    alice.expect("assigned").await;
+    alice
+        .send(json!({"type": "send", "conversation_id": id, "client_msg_id": "c-1", "text": "お調べします"}))
+        .await;
+    let ack = alice.expect("ack").await;
+    assert_eq!(ack["client_msg_id"], "c-1");
+
+    // The customer writes again: the agent sees it.
+    customer_writes(&app, &u, 2, "ありがとう").await;
+    let message = alice
+        .expect_matching(|f| f["type"] == "message" && f["from"] == "customer")
+        .await;
+    assert_eq!(message["from"], "customer");
+    assert_eq!(message["preview"], "ありがとう");
+
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    assert_eq!(doc["status"], "active");
+    assert_eq!(doc["agent"], "alice");
+    let transcript: Vec<(String, String)> = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["author"]["type"].as_str().unwrap().to_owned(),
+                e["preview"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        transcript,
+        [
+            ("customer".into(), "注文した商品が届きません".into()),
+            ("agent".into(), "お調べします".into()),
+            ("customer".into(), "ありがとう".into()),
+        ]
+    );
+
+    // A retried send (same client_msg_id) is acknowledged and stored once.
+    alice
+        .send(json!({"type": "send", "conversation_id": id, "client_msg_id": "c-1", "text": "お調べします"}))
+        .await;
+    alice.expect("ack").await;
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    assert_eq!(doc["transcript"].as_array().unwrap().len(), 3);
+}
+
+#[actix_web::test]
+async fn set_waiting_end_and_wrap_up_done_move_the_conversation_and_tell_the_agent() {
+    let app = spawn_app_with(solo).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let u = user(2);
+    customer_writes(&app, &u, 1, "hello").await;
+    let id = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    alice.expect("assigned").await;
+
+    for (frame, status) in [
+        ("set_waiting", "waiting"),
+        ("end", "wrap_up"),
+        ("wrap_up_done", "closed"),
+    ] {
+        alice
+            .send(json!({"type": frame, "conversation_id": id}))
+            .await;
+        let changed = alice.expect("conversation").await;
+        assert_eq!(changed["status"], status, "after {frame}");
+    }
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    assert_eq!(doc["status"], "closed");
+}
+
+#[actix_web::test]
+async fn a_rejected_offer_goes_to_the_next_agent() {
+    let app = spawn_app_with(|s| s.rules.clear()).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let mut bob = AgentClient::connect(&app, "dev-bob-token").await;
+    bob.expect("hello").await;
+    customer_writes(&app, &user(3), 1, "hi").await;
+
+    // Highest capacity: alice (3) before bob (2).
+    let offer = alice.expect("offer").await;
+    let id = offer["conversation_id"].as_str().unwrap().to_owned();
+    alice
+        .send(json!({"type": "reject", "conversation_id": id}))
+        .await;
+    alice.expect("offer_revoked").await;
+    let offer_to_bob = bob.expect("offer").await;
+    assert_eq!(offer_to_bob["conversation_id"], id);
+    bob.send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    bob.expect("assigned").await;
+    // Alice can't take what was offered to bob.
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    let error = alice.expect("error").await;
+    assert_eq!(error["code"], "not_offered");
+    assert_eq!(error["ref"], id);
+}
+
+#[actix_web::test]
+async fn an_offer_that_times_out_goes_to_the_next_agent() {
+    let app = spawn_app_with(|s| {
+        s.rules.clear();
+        for q in &mut s.queues {
+            q.offer_timeout_ms = 200;
+        }
+    })
+    .await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let mut bob = AgentClient::connect(&app, "dev-bob-token").await;
+    bob.expect("hello").await;
+    customer_writes(&app, &user(4), 1, "hi").await;
+    let id = alice.expect("offer").await["conversation_id"].clone();
+    let revoked = alice.expect("offer_revoked").await;
+    assert_eq!(revoked["reason"], "offer expired");
+    assert_eq!(bob.expect("offer").await["conversation_id"], id);
+}
+
+#[actix_web::test]
+async fn every_bad_frame_gets_an_error_frame_and_the_connection_stays_open() {
+    let app = spawn_app_with(|s| s.rules.clear()).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!("not an object"), "bad_frame"),
+        (json!({"no": "type"}), "bad_frame"),
+        (json!({"type": "dance"}), "unknown_type"),
+        (json!({"type": "accept"}), "bad_frame"),
+        (
+            json!({"type": "accept", "conversation_id": "garbage"}),
+            "bad_frame",
+        ),
+        (
+            json!({"type": "accept", "conversation_id": "demo.user.Unobody.1"}),
+            "not_offered",
+        ),
+        (json!({"type": "presence", "status": "sleepy"}), "bad_frame"),
+        (
+            json!({"type": "send", "conversation_id": "demo.user.Unobody.1", "client_msg_id": "x"}),
+            "bad_frame",
+        ),
+        (
+            json!({"type": "send", "conversation_id": "demo.user.Unobody.1", "client_msg_id": "x", "text": "hi"}),
+            "invalid_state",
+        ),
+        (
+            json!({"type": "end", "conversation_id": "demo.user.Unobody.1"}),
+            "invalid_state",
+        ),
+        (
+            json!({"type": "transfer", "conversation_id": "demo.user.Unobody.1", "queue": "billing"}),
+            "not_available",
+        ),
+    ];
+    for (frame, code) in cases {
+        let text = match &frame {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        alice
+            .socket
+            .send(ws::Message::Text(text.into()))
+            .await
+            .unwrap();
+        let error = alice.expect("error").await;
+        assert_eq!(error["code"], code, "for {frame}: {error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Still open and answering.
+    alice.send(json!({"type": "ping"})).await;
+    alice.expect("pong").await;
+
+    // Acting on someone else's conversation.
+    let u = user(5);
+    customer_writes(&app, &u, 1, "hi").await;
+    let id = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    alice.expect("assigned").await;
+    let mut bob = spawn_bob(&app).await;
+    bob.send(
+        json!({"type": "send", "conversation_id": id, "client_msg_id": "b1", "text": "mine?"}),
+    )
+    .await;
+    let error = bob.expect("error").await;
+    assert_eq!(error["code"], "not_yours");
+}
+
+async fn spawn_bob(app: &TestApp) -> AgentClient {
+    let mut bob = AgentClient::connect(app, "dev-bob-token").await;
+    bob.expect("hello").await;
+    bob
+}
+
+#[actix_web::test]
+async fn two_connections_of_one_agent_both_get_the_offer_and_the_first_accept_wins() {
+    let app = spawn_app_with(solo).await;
+    let mut tab1 = AgentClient::connect(&app, "dev-alice-token").await;
+    tab1.expect("hello").await;
+    let mut tab2 = AgentClient::connect(&app, "dev-alice-token").await;
+    tab2.expect("hello").await;
+    customer_writes(&app, &user(6), 1, "hi").await;
+    let id = tab1.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(tab2.expect("offer").await["conversation_id"], id);
+    tab1.send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    tab1.expect("assigned").await;
+    tab2.expect("assigned").await;
+    tab2.send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    assert_eq!(tab2.expect("error").await["code"], "not_offered");
+    // A reply from one tab shows in the other.
+    tab1.send(json!({"type": "send", "conversation_id": id, "client_msg_id": "t1", "text": "hello from tab 1"})).await;
+    tab1.expect("ack").await;
+    let echoed = tab2.expect("message").await;
+    assert_eq!(echoed["from"], "agent");
+    assert_eq!(echoed["preview"], "hello from tab 1");
+}
+
+#[actix_web::test]
+async fn capacity_full_makes_the_agent_busy_and_freed_capacity_serves_the_oldest_waiting_at_once() {
+    let app = spawn_app_with(|s| {
+        solo(s);
+        s.agents[0].capacity = 1;
+    })
+    .await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    customer_writes(&app, &user(7), 1, "first").await;
+    let first = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": first}))
+        .await;
+    alice.expect("assigned").await;
+    alice
+        .expect_matching(|f| f["type"] == "presence" && f["status"] == "busy")
+        .await;
+    customer_writes(&app, &user(8), 1, "second").await;
+    customer_writes(&app, &user(9), 1, "third").await;
+    // Nothing offered while full; ending and finishing the first frees the capacity.
+    alice
+        .send(json!({"type": "end", "conversation_id": first}))
+        .await;
+    alice.expect("conversation").await;
+    alice
+        .send(json!({"type": "wrap_up_done", "conversation_id": first}))
+        .await;
+    let next = alice.expect("offer").await;
+    assert_eq!(
+        next["conversation_id"],
+        format!("demo.user.{}.1", user(8)),
+        "the oldest waiting"
+    );
+    assert!(
+        alice.seen.iter().all(|f| f["type"] != "offer"),
+        "no offer while at capacity: {:?}",
+        alice.seen
+    );
+}
+
+#[actix_web::test]
+async fn reconnecting_within_the_grace_gets_the_conversations_back_in_hello() {
+    let app = spawn_app_with(solo).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    customer_writes(&app, &user(10), 1, "hi").await;
+    let id = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    alice.expect("assigned").await;
+    drop(alice);
+    let mut again = AgentClient::connect(&app, "dev-alice-token").await;
+    let hello = again.expect("hello").await;
+    assert_eq!(hello["conversations"][0]["conversation_id"], id);
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    assert_eq!(doc["status"], "active");
+}
+
+#[actix_web::test]
+async fn past_the_grace_the_conversations_go_back_to_the_queue() {
+    let app = spawn_app_with(|s| {
+        s.rules.clear();
+        s.routing.reconnect_grace_ms = 200;
+    })
+    .await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    customer_writes(&app, &user(11), 1, "hi").await;
+    let id = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    alice.expect("assigned").await;
+    drop(alice);
+
+    let mut bob = spawn_bob(&app).await;
+    let offer = bob.expect("offer").await;
+    assert_eq!(offer["conversation_id"], id);
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    assert_eq!(doc["status"], "queued");
+    let requeued = doc["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(requeued["cause"]["type"], "requeued");
+}
+
+#[actix_web::test]
+async fn an_agent_who_misses_offers_in_a_row_is_set_away() {
+    let app = spawn_app_with(|s| {
+        solo(s);
+        s.routing.missed_offers_to_away = 2;
+    })
+    .await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    customer_writes(&app, &user(12), 1, "one").await;
+    customer_writes(&app, &user(13), 1, "two").await;
+    for _ in 0..2 {
+        let id = alice.expect("offer").await["conversation_id"].clone();
+        alice
+            .send(json!({"type": "reject", "conversation_id": id}))
+            .await;
+    }
+    alice
+        .expect_matching(|f| f["type"] == "presence" && f["status"] == "away")
+        .await;
+    // Available again, she gets new conversations (not the two she declined).
+    alice
+        .send(json!({"type": "presence", "status": "available"}))
+        .await;
+    customer_writes(&app, &user(14), 1, "three").await;
+    let offer = alice.expect("offer").await;
+    assert_eq!(
+        offer["conversation_id"],
+        format!("demo.user.{}.1", user(14))
+    );
+}
