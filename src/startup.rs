@@ -20,6 +20,7 @@ use actix::{Actor, Addr};
 use linedesk_actors::agent::Agent;
 use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
 use linedesk_actors::router::actor::{AttachRouter, Router};
+use linedesk_actors::router::messages::{OpenConversation, RestoreRouting};
 use secrecy::ExposeSecret;
 
 use crate::agent_ws::AgentEntry;
@@ -89,6 +90,25 @@ impl Application {
                 .into_iter()
                 .zip(&agents)
                 .map(|(spec, a)| (spec, a.addr.clone().recipient()))
+                .collect(),
+        });
+        let open = conversations
+            .open_conversations()
+            .map_err(|e| anyhow::anyhow!("cannot read open conversations: {e}"))?;
+        router.do_send(RestoreRouting {
+            conversations: open
+                .into_iter()
+                .map(|c| OpenConversation {
+                    agent: c
+                        .agent
+                        .as_deref()
+                        .and_then(|a| linedesk_actors::domain::AgentId::parse(a).ok()),
+                    conversation: c.id,
+                    status: c.status,
+                    routing: c.routing,
+                    since_ms: c.opened_at_ms,
+                    capacity_held: c.capacity_held,
+                })
                 .collect(),
         });
         let metrics = Arc::new(Metrics::default());

@@ -6,6 +6,8 @@
 //! - `i` chat `\0` number(be u32)  → [`ConversationSummary`] of every conversation, for listing
 //! - `t` deadline(be u64) chat-key → a chat whose timer fires then
 //! - `k` chat-key                  → that chat's current deadline (to move its `t` entry)
+//! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
+//!   read at start-up to rebuild routing (queues and agents' loads)
 //!
 //! A snapshot and its index entries are written in one batch. Journal events are read from the
 //! [`Journal`] and decoded with the LINE types.
@@ -27,6 +29,7 @@ const ARCHIVE: u8 = b'a';
 const INDEX: u8 = b'i';
 const TIMER: u8 = b't';
 const DEADLINE: u8 = b'k';
+const OPEN: u8 = b'o';
 
 /// Archive record format written by this release.
 pub const ARCHIVE_FORMAT_VERSION: u16 = 1;
@@ -46,6 +49,12 @@ pub struct ConversationSummary {
     pub updated_at_ms: i64,
     pub closed_at_ms: Option<i64>,
     pub messages: usize,
+    /// Where classification put it; routing is rebuilt from this after a restart.
+    #[serde(default)]
+    pub routing: Option<linedesk_actors::conversation::RoutingInfo>,
+    /// In wrap-up, the agent's capacity is still taken.
+    #[serde(default)]
+    pub capacity_held: bool,
 }
 
 impl ConversationSummary {
@@ -66,6 +75,8 @@ impl ConversationSummary {
             updated_at_ms: conversation.updated_at_ms,
             closed_at_ms: conversation.closed_at_ms,
             messages: conversation.transcript.len(),
+            routing: conversation.routing.clone(),
+            capacity_held: conversation.capacity_held,
         }
     }
 }
@@ -119,6 +130,17 @@ impl SledConversationStore {
         };
         let record: ArchiveRecord = decode(&bytes, "archived conversation")?;
         Ok(Some(record.conversation))
+    }
+
+    /// Every conversation not closed, as last snapshotted: what routing must know at start-up.
+    pub fn open_conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+        self.tree
+            .scan_prefix([OPEN])
+            .map(|entry| {
+                let (_, value) = entry.map_err(sled_error)?;
+                decode(&value, "open conversation")
+            })
+            .collect()
     }
 
     /// Whether linedesk has seen this chat at all (a snapshot, or journal events not yet applied).
@@ -237,10 +259,9 @@ impl ConversationStore for SledConversationStore {
         let mut batch = sled::Batch::default();
         batch.insert(snapshot_key(key), encode(state));
         if let Some(conversation) = &state.current {
-            batch.insert(
-                index_key(&conversation.id),
-                encode(&ConversationSummary::of(conversation)),
-            );
+            let summary = encode(&ConversationSummary::of(conversation));
+            batch.insert(open_key(&conversation.id), summary.clone());
+            batch.insert(index_key(&conversation.id), summary);
         }
         let old_deadline = self
             .tree
@@ -280,6 +301,7 @@ impl ConversationStore for SledConversationStore {
             index_key(&conversation.id),
             encode(&ConversationSummary::of(conversation)),
         );
+        batch.remove(open_key(&conversation.id));
         self.tree.apply_batch(batch).map_err(sled_error)
     }
 
@@ -337,6 +359,10 @@ fn timer_key(deadline: u64, key: &ConversationKey) -> Vec<u8> {
         key.to_string().as_bytes(),
     ]
     .concat()
+}
+
+fn open_key(id: &ConversationId) -> Vec<u8> {
+    [&[OPEN][..], id.to_string().as_bytes()].concat()
 }
 
 fn archive_key(id: &ConversationId) -> Vec<u8> {

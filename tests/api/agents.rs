@@ -20,10 +20,14 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub async fn connect(app: &TestApp, token: &str) -> Self {
+        Self::connect_to(&app.address, token).await
+    }
+
+    pub async fn connect_to(address: &str, token: &str) -> Self {
         let (response, socket) = awc::Client::builder()
             .timeout(PATIENCE)
             .finish()
-            .ws(format!("{}/agent/ws", app.address))
+            .ws(format!("{address}/agent/ws"))
             .bearer_auth(token)
             .connect()
             .await
@@ -540,5 +544,186 @@ async fn an_agent_who_misses_offers_in_a_row_is_set_away() {
     assert_eq!(
         offer["conversation_id"],
         format!("demo.user.{}.1", user(14))
+    );
+}
+
+async fn signed_post(address: &str, user: &str, text: &str) {
+    let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = serde_json::to_vec(&callback(
+        DESTINATION,
+        vec![text_event(user, &format!("01J6{n:022}"), text)],
+    ))
+    .unwrap();
+    let sig = linedesk::line::signature::sign(b"linedesk-demo-channel-secret-dev", &body);
+    let status = awc::Client::builder()
+        .timeout(PATIENCE)
+        .finish()
+        .post(format!("{address}/line/webhook/demo"))
+        .insert_header(("x-line-signature", sig))
+        .send_body(body)
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_theirs_back() {
+    use crate::helpers::ServerProcess;
+    let data = tempfile::tempdir().unwrap();
+    let overlay = data.path().join("linedesk.toml");
+    std::fs::write(
+        &overlay,
+        "rules = []\n[[agents]]\nid = \"alice\"\nname = \"Alice\"\ntoken = \"dev-alice-token\"\ncapacity = 1\nqueues = [\"general\"]\n",
+    )
+    .unwrap();
+    let args = ["--config", overlay.to_str().unwrap()];
+    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let (a, b) = (user(30), user(31));
+    signed_post(&server.address, &a, "first").await;
+    let first = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": first}))
+        .await;
+    alice.expect("assigned").await;
+    signed_post(&server.address, &b, "second, waiting").await;
+    drop(alice);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
+    let hello = alice.expect("hello").await;
+    assert_eq!(hello["conversations"], json!([{"conversation_id": first}]));
+    // Still at capacity: the waiting one comes as soon as the first is done.
+    alice
+        .send(json!({"type": "end", "conversation_id": first}))
+        .await;
+    alice
+        .send(json!({"type": "wrap_up_done", "conversation_id": first}))
+        .await;
+    let offer = alice.expect("offer").await;
+    assert_eq!(offer["conversation_id"], format!("demo.user.{b}.1"));
+    assert!(
+        alice.seen.iter().all(|f| f["type"] != "offer"),
+        "{:?}",
+        alice.seen
+    );
+    drop(alice);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+}
+
+#[actix_web::test]
+async fn a_silent_connection_is_closed_within_two_heartbeats() {
+    let app = spawn_app_with(|s| s.routing.heartbeat_interval_ms = 100).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    // Read without answering pings, as a dead client would, until the server hangs up.
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match alice.socket.next().await {
+                None | Some(Err(_)) | Some(Ok(ws::Frame::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the silent connection");
+}
+
+#[actix_web::test]
+async fn fifty_agents_accepting_at_once_never_exceed_capacity_or_share_a_conversation() {
+    const AGENTS: usize = 50;
+    const CAPACITY: u32 = 2;
+    let app = spawn_app_with(|s| {
+        s.rules.clear();
+        let template = s.agents[0].clone();
+        s.agents = (0..AGENTS)
+            .map(|i| linedesk::settings::AgentSettings {
+                id: linedesk_actors::domain::AgentId::parse(format!("agent-{i}")).unwrap(),
+                name: format!("Agent {i}"),
+                token: format!("token-{i}").into(),
+                capacity: CAPACITY,
+                queues: vec!["general".into()],
+                ..template.clone()
+            })
+            .collect();
+    })
+    .await;
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        let mut agent = AgentClient::connect(&app, &format!("token-{i}")).await;
+        agent.expect("hello").await;
+        agents.push(agent);
+    }
+    // More customers than the agents can hold: 150 for 100 places.
+    for batch in 0..3 {
+        let events = (0..50)
+            .map(|i| {
+                let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                text_event(
+                    &user(1_000 + batch * 50 + i),
+                    &format!("01J7{n:022}"),
+                    "help",
+                )
+            })
+            .collect();
+        let answer = app.post_signed(&callback(DESTINATION, events)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    // Every agent accepts every offer it sees, all at once, until it holds its capacity.
+    let runs = agents.iter_mut().map(|agent| async move {
+        let mut held = Vec::new();
+        while held.len() < CAPACITY as usize {
+            let frame = agent
+                .expect_matching(|f| f["type"] == "offer" || f["type"] == "assigned")
+                .await;
+            let id = frame["conversation_id"].as_str().unwrap().to_owned();
+            if frame["type"] == "offer" {
+                agent
+                    .send(json!({"type": "accept", "conversation_id": id}))
+                    .await;
+            } else {
+                held.push(id);
+            }
+        }
+        held
+    });
+    let held: Vec<Vec<String>> = futures_util::future::join_all(runs).await;
+    let mut all: Vec<&String> = held.iter().flatten().collect();
+    assert!(held.iter().all(|h| h.len() == CAPACITY as usize));
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        AGENTS * CAPACITY as usize,
+        "no conversation assigned twice"
+    );
+
+    let active = app
+        .admin_get("/api/conversations?status=active&limit=500")
+        .await
+        .body;
+    let items = active["items"].as_array().unwrap();
+    assert_eq!(items.len(), AGENTS * CAPACITY as usize);
+    let mut per_agent = std::collections::HashMap::new();
+    for item in items {
+        *per_agent
+            .entry(item["agent"].as_str().unwrap().to_owned())
+            .or_insert(0u32) += 1;
+    }
+    assert!(per_agent.values().all(|n| *n <= CAPACITY), "{per_agent:?}");
+    let queued = app
+        .admin_get("/api/conversations?status=queued&limit=500")
+        .await
+        .body;
+    assert_eq!(
+        queued["items"].as_array().unwrap().len(),
+        50,
+        "the rest keep waiting"
     );
 }

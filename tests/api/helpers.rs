@@ -231,12 +231,20 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `linedesk serve` on `data` and waits for its `listening on` line.
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(data, &[], env)
+    }
+
+    /// As [`ServerProcess::start`], with more command-line arguments (`--config FILE`).
+    pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_linedesk"));
         command
             .arg("serve")
+            .args(args)
             .env_clear()
             .env("LINEDESK__SERVER__BIND", "127.0.0.1:0")
             .env("LINEDESK__SERVER__WORKERS", "2")
+            // Open websockets hold a graceful stop up to this long.
+            .env("LINEDESK__SERVER__SHUTDOWN_TIMEOUT_MS", "5000")
             .env("LINEDESK__STORAGE__PATH", data.join("db"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())

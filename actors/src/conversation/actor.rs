@@ -126,7 +126,14 @@ impl Conversation {
             .filter(|c| c.status == Status::Queued)
             .map(|c| c.id.clone());
         if let Some(conversation) = queued {
+            let unclassified = self.routing().is_none();
             let _ = self.carry_out(vec![Effect::Enqueue { conversation }]);
+            if unclassified && self.routing().is_some() {
+                // Routing is rebuilt from snapshots after a restart: keep the classification.
+                if let Err(e) = self.save() {
+                    tracing::warn!(error.message = %e, "could not save the classification");
+                }
+            }
         }
     }
 

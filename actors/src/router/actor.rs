@@ -398,6 +398,65 @@ fn not_offered(conversation: &ConversationId, agent: &AgentId) -> RoutingError {
     .into()
 }
 
+impl Handler<RestoreRouting> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, mut msg: RestoreRouting, ctx: &mut Self::Context) -> usize {
+        use crate::conversation::Status;
+        msg.conversations.sort_by_key(|c| c.since_ms);
+        let mut restored = 0;
+        for open in msg.conversations {
+            let Some(routing) = open.routing else {
+                continue;
+            };
+            match (open.status, open.agent) {
+                (Status::Queued, _) => {
+                    let Ok(queue) = super::state::QueueId::parse(routing.queue.as_str()) else {
+                        continue;
+                    };
+                    let waiting = WaitingConversation {
+                        conversation: open.conversation,
+                        queue,
+                        required_skills: routing.skills,
+                        priority: routing.priority,
+                        since_ms: open.since_ms,
+                        units: routing.units,
+                    };
+                    if self.state.enqueue(waiting).is_ok() {
+                        restored += 1;
+                    }
+                }
+                (status, Some(agent)) => {
+                    let holds_capacity = status == Status::Active
+                        || (status == Status::WrapUp && open.capacity_held);
+                    if holds_capacity {
+                        if let Err(e) =
+                            self.state
+                                .reserve_direct(&open.conversation, &agent, routing.units)
+                        {
+                            tracing::warn!(agent_id = %agent, conversation_id = %open.conversation, error.message = %e, "restored conversation exceeds the agent's capacity");
+                        }
+                    }
+                    self.tell(
+                        &agent,
+                        AgentEvent::Assigned {
+                            conversation: open.conversation,
+                        },
+                    );
+                    restored += 1;
+                }
+                _ => {}
+            }
+        }
+        tracing::info!(
+            conversations = restored,
+            "routing restored from open conversations"
+        );
+        self.dispatch(ctx);
+        restored
+    }
+}
+
 impl Handler<GetRouterStats> for Router {
     type Result = MessageResult<GetRouterStats>;
 

@@ -77,6 +77,25 @@ pub struct AgentGone {
     pub agent: AgentId,
 }
 
+/// A conversation that was open when linedesk stopped, as its last snapshot has it.
+#[derive(Debug, Clone)]
+pub struct OpenConversation {
+    pub conversation: ConversationId,
+    pub status: crate::conversation::Status,
+    pub agent: Option<AgentId>,
+    pub routing: Option<crate::conversation::RoutingInfo>,
+    pub since_ms: i64,
+    pub capacity_held: bool,
+}
+
+/// At start-up: rebuild the queues (in age order) and the agents' loads from the open
+/// conversations, so nothing waiting is forgotten and agents get their conversations back.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct RestoreRouting {
+    pub conversations: Vec<OpenConversation>,
+}
+
 /// Router counters.
 #[derive(Debug, Message)]
 #[rtype(result = "RouterStats")]
