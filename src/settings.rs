@@ -582,6 +582,7 @@ impl Settings {
                     },
                 })
                 .collect(),
+            queues: self.queues.iter().map(|q| q.id.clone()).collect(),
         }
     }
 

@@ -11,6 +11,7 @@ use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use linedesk_actors::agent::{Agent, AgentEvent, Connect, Disconnect};
 use linedesk_actors::conversation::{
     AgentAction, ApplyAgentAction, AskConversation, Author, ConversationError, Question, Registry,
+    TransferTarget, TransitionError,
 };
 use linedesk_actors::domain::{AgentId, Content, ConversationId};
 use linedesk_actors::router::actor::Router;
@@ -189,13 +190,34 @@ impl AgentSession {
                 self.conversation_call(conversation_id, AgentAction::WrapUpDone, None, ctx)
             }
             ClientFrame::Transfer {
-                conversation_id, ..
-            } => self.error(
-                "not_available",
-                "transfer is not available in this version of linedesk",
-                Some(conversation_id),
-                ctx,
-            ),
+                conversation_id,
+                queue,
+                agent_id,
+            } => {
+                let to = match (queue, agent_id) {
+                    (Some(queue), None) => TransferTarget::Queue(queue),
+                    (None, Some(agent)) => match AgentId::parse(agent) {
+                        Ok(agent) => TransferTarget::Agent(agent),
+                        Err(e) => {
+                            return self.error(
+                                "bad_frame",
+                                format!("agent_id: {e}"),
+                                Some(conversation_id),
+                                ctx,
+                            )
+                        }
+                    },
+                    _ => {
+                        return self.error(
+                            "bad_frame",
+                            "a `transfer` names exactly one of queue, agent_id",
+                            Some(conversation_id),
+                            ctx,
+                        )
+                    }
+                };
+                self.conversation_call(conversation_id, AgentAction::Transfer { to }, None, ctx)
+            }
         }
     }
 
@@ -311,10 +333,11 @@ impl AgentSession {
                     }
                     Ok(Ok(Err(e))) => {
                         let code = match &e {
-                            ConversationError::Transition(t)
-                                if t.to_string().contains("not assigned to") =>
-                            {
+                            ConversationError::Transition(TransitionError::NotYours { .. }) => {
                                 "not_yours"
+                            }
+                            ConversationError::Transition(TransitionError::BadTarget(_)) => {
+                                "bad_target"
                             }
                             ConversationError::Transition(_) => "invalid_state",
                             ConversationError::NotReady | ConversationError::Unreachable(_) => {

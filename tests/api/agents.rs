@@ -333,8 +333,12 @@ async fn every_bad_frame_gets_an_error_frame_and_the_connection_stays_open() {
             "invalid_state",
         ),
         (
+            json!({"type": "transfer", "conversation_id": "demo.user.Unobody.1"}),
+            "bad_frame",
+        ),
+        (
             json!({"type": "transfer", "conversation_id": "demo.user.Unobody.1", "queue": "billing"}),
-            "not_available",
+            "invalid_state",
         ),
     ];
     for (frame, code) in cases {
@@ -725,5 +729,65 @@ async fn fifty_agents_accepting_at_once_never_exceed_capacity_or_share_a_convers
         queued["items"].as_array().unwrap().len(),
         50,
         "the rest keep waiting"
+    );
+}
+
+#[actix_web::test]
+async fn transfer_to_a_queue_requeues_with_its_age_and_to_an_agent_offers_it_to_them() {
+    let app = spawn_app_with(|s| s.rules.clear()).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    customer_writes(&app, &user(40), 1, "I need billing").await;
+    let id = alice.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    alice.expect("assigned").await;
+
+    // Unknown targets are refused and nothing changes.
+    alice
+        .send(json!({"type": "transfer", "conversation_id": id, "queue": "nowhere"}))
+        .await;
+    assert_eq!(alice.expect("error").await["code"], "bad_target");
+    alice
+        .send(json!({"type": "transfer", "conversation_id": id, "agent_id": "alice"}))
+        .await;
+    assert_eq!(alice.expect("error").await["code"], "bad_target");
+
+    // To bob, who is connected: offered to him alone.
+    let mut bob = spawn_bob(&app).await;
+    alice
+        .send(json!({"type": "transfer", "conversation_id": id, "agent_id": "bob"}))
+        .await;
+    let offer = bob.expect("offer").await;
+    assert_eq!(offer["conversation_id"], id);
+    bob.send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    bob.expect("assigned").await;
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    assert_eq!(doc["agent"], "bob");
+
+    // Bob sends it to the billing queue: alice (billing) is offered it, with its age kept.
+    bob.send(json!({"type": "transfer", "conversation_id": id, "queue": "billing"}))
+        .await;
+    let offer = alice
+        .expect_matching(|f| f["type"] == "offer" && f["conversation_id"] == id.as_str())
+        .await;
+    assert_eq!(offer["queue"], "billing");
+    let doc = app
+        .admin_get(&format!("/api/conversations/{id}"))
+        .await
+        .body;
+    let transitions = doc["transitions"].as_array().unwrap();
+    assert_eq!(transitions.last().unwrap()["cause"]["type"], "transferred");
+    assert_eq!(
+        transitions.last().unwrap()["cause"]["to"],
+        json!({"type": "queue", "id": "billing"})
     );
 }

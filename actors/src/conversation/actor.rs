@@ -19,7 +19,10 @@ use tracing::Instrument;
 use std::collections::HashMap;
 
 use super::messages::*;
-use super::state::{ConversationSettings, ConversationState, Effect, RoutingInfo, Status};
+use super::state::{
+    ConversationSettings, ConversationState, Effect, RoutingInfo, Status, TransferTarget,
+    TransitionError,
+};
 use super::store::ConversationStore;
 use crate::agent::AgentEvent;
 use crate::domain::{AgentId, Content, ConversationKey};
@@ -287,6 +290,7 @@ impl Conversation {
                     priority: classified.classification.priority,
                     units: workstream.capacity_units,
                     rule: classified.rule,
+                    direct_to: None,
                 };
                 state.set_routing(routing.clone());
                 routing
@@ -294,6 +298,7 @@ impl Conversation {
         };
         self.notify_router(ConversationNotice::Queued {
             conversation,
+            direct_to: routing.direct_to,
             queue: routing.queue,
             skills: routing.skills,
             priority: routing.priority,
@@ -520,6 +525,18 @@ impl Handler<ApplyAgentAction> for Conversation {
                         Vec::new(),
                         state.agent_wrote(agent, content.clone(), id, false, now)?,
                     )
+                }
+                AgentAction::Transfer { to } => {
+                    let known = match to {
+                        TransferTarget::Queue(queue) => {
+                            self.env.links.routing.queues.iter().any(|q| q == queue)
+                        }
+                        TransferTarget::Agent(target) => self.env.links.agents.contains_key(target),
+                    };
+                    if !known {
+                        return Err(TransitionError::BadTarget(format!("no such {to:?}")).into());
+                    }
+                    (state.transfer(agent, to.clone(), now, settings)?, true)
                 }
                 AgentAction::Note { text } => {
                     let note = Content::Text { text: text.clone() };

@@ -76,6 +76,10 @@ pub enum AgentAction {
     Note {
         text: String,
     },
+    /// Hand the conversation to a queue or another agent.
+    Transfer {
+        to: super::state::TransferTarget,
+    },
 }
 
 /// Applies an agent's action; the reply is the new state or why it was refused.

@@ -19,7 +19,8 @@ pub use messages::*;
 pub use registry::Registry;
 pub use state::{
     Author, Cause, ContactState, Conversation as ConversationRecord, ConversationSettings,
-    ConversationState, Effect, RoutingInfo, Status, TranscriptEntry, Transition, TransitionError,
+    ConversationState, Effect, RoutingInfo, Status, TranscriptEntry, TransferTarget, Transition,
+    TransitionError,
 };
 pub use store::{ConversationStore, StoreError};
 

@@ -39,6 +39,9 @@ pub struct Router {
     registry: Option<Addr<Registry>>,
     /// Outstanding offers: conversation → (agent, offer number), so a late timeout is ignored.
     offers: HashMap<ConversationId, (AgentId, u64)>,
+    /// Offers made to one agent by transfer: the units are held directly, and a reject or
+    /// timeout sends the conversation to its queue like any other.
+    direct: HashMap<ConversationId, WaitingConversation>,
     next_offer: u64,
     stats: RouterStats,
 }
@@ -60,6 +63,7 @@ impl Router {
             specs: HashMap::new(),
             registry: None,
             offers: HashMap::new(),
+            direct: HashMap::new(),
             next_offer: 0,
             stats: RouterStats::default(),
         }
@@ -70,51 +74,114 @@ impl Router {
         let now = crate::conversation::now_ms();
         while let Some(offer) = self.state.next_offer(now) {
             self.stats.offers += 1;
-            let policy = self.policies.get(&offer.queue.to_string()).cloned();
-            let Some(policy) = policy else {
+            let Some(policy) = self.policies.get(&offer.queue.to_string()).cloned() else {
                 continue;
             };
             if policy.auto_accept {
                 self.assign(offer.conversation, offer.agent, ctx);
                 continue;
             }
-            self.next_offer += 1;
-            let number = self.next_offer;
-            self.offers
-                .insert(offer.conversation.clone(), (offer.agent.clone(), number));
-            let expires_at_ms = now + policy.offer_timeout.as_millis() as i64;
-            self.tell(
-                &offer.agent,
-                AgentEvent::Offer {
-                    conversation: offer.conversation.clone(),
-                    queue: offer.queue.to_string(),
-                    expires_at_ms,
-                },
-            );
             let Offer {
                 conversation,
                 agent,
+                queue,
                 ..
             } = offer;
-            ctx.run_later(policy.offer_timeout, move |act, ctx| {
-                if act.offers.get(&conversation) == Some(&(agent.clone(), number)) {
-                    act.offers.remove(&conversation);
-                    act.tell(
-                        &agent,
-                        AgentEvent::OfferRevoked {
-                            conversation: conversation.clone(),
-                            reason: "offer expired".into(),
-                        },
-                    );
-                    act.missed(&agent, &conversation, ctx);
-                }
-            });
+            self.send_offer(
+                conversation,
+                agent,
+                queue.to_string(),
+                policy.offer_timeout,
+                ctx,
+            );
         }
         self.stats.waiting = self.state.waiting_len();
     }
 
+    /// Tells the agent about the offer and times it out.
+    fn send_offer(
+        &mut self,
+        conversation: ConversationId,
+        agent: AgentId,
+        queue: String,
+        timeout: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        self.next_offer += 1;
+        let number = self.next_offer;
+        self.offers
+            .insert(conversation.clone(), (agent.clone(), number));
+        let expires_at_ms = crate::conversation::now_ms() + timeout.as_millis() as i64;
+        self.tell(
+            &agent,
+            AgentEvent::Offer {
+                conversation: conversation.clone(),
+                queue,
+                expires_at_ms,
+            },
+        );
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.offers.get(&conversation) == Some(&(agent.clone(), number)) {
+                act.offers.remove(&conversation);
+                act.tell(
+                    &agent,
+                    AgentEvent::OfferRevoked {
+                        conversation: conversation.clone(),
+                        reason: "offer expired".into(),
+                    },
+                );
+                act.missed(&agent, &conversation, ctx);
+            }
+        });
+    }
+
+    /// A transfer to one agent: offered to them alone if they can take it now, otherwise it
+    /// waits in its queue like any other conversation.
+    fn offer_directly(
+        &mut self,
+        waiting: WaitingConversation,
+        target: AgentId,
+        ctx: &mut Context<Self>,
+    ) {
+        let free = self
+            .state
+            .load(&target)
+            .is_some_and(|(assigned, offered, capacity)| {
+                capacity.saturating_sub(assigned + offered) >= waiting.units
+            });
+        let available = self.state.effective_presence(&target) == Some(Presence::Available);
+        let timeout = self
+            .policies
+            .get(&waiting.queue.to_string())
+            .map_or(Duration::from_secs(120), |p| p.offer_timeout);
+        if free
+            && available
+            && self
+                .state
+                .reserve_direct(&waiting.conversation, &target, waiting.units)
+                .is_ok()
+        {
+            let (conversation, queue) = (waiting.conversation.clone(), waiting.queue.to_string());
+            self.direct.insert(conversation.clone(), waiting);
+            self.send_offer(conversation, target, queue, timeout, ctx);
+            return;
+        }
+        tracing::info!(agent_id = %target, conversation_id = %waiting.conversation, "transfer target can't take it now; it waits in its queue");
+        if let Err(e) = self.state.enqueue(waiting) {
+            tracing::error!(error.message = %e, "could not queue a transferred conversation");
+        }
+    }
+
     /// Records a declined or expired offer and routes again.
     fn missed(&mut self, agent: &AgentId, conversation: &ConversationId, ctx: &mut Context<Self>) {
+        if let Some(waiting) = self.direct.remove(conversation) {
+            let _ = self.state.release(conversation, agent);
+            if let Err(e) = self.state.enqueue(waiting) {
+                tracing::error!(error.message = %e, "could not queue a declined transfer");
+            }
+            self.dispatch(ctx);
+            return;
+        }
         let too_many = match self.state.decline(conversation, agent) {
             Ok(too_many) => too_many,
             Err(e) => {
@@ -163,6 +230,12 @@ impl Router {
     ) {
         let now = crate::conversation::now_ms();
         match answer {
+            Ok(Ok(_)) if self.direct.remove(&conversation).is_some() => {
+                // Held directly since the transfer: nothing more to book.
+                self.stats.assignments += 1;
+                self.tell(&agent, AgentEvent::Assigned { conversation });
+                self.report_presence(&agent);
+            }
             Ok(Ok(_)) => {
                 if let Err(e) = self.state.accept(&conversation, &agent, now) {
                     tracing::error!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "router books disagree with the conversation");
@@ -174,6 +247,9 @@ impl Router {
             Ok(Err(e)) => {
                 // Closed or changed meanwhile: give the units back and forget it.
                 tracing::info!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "conversation could not be assigned");
+                if self.direct.remove(&conversation).is_some() {
+                    let _ = self.state.release(&conversation, &agent);
+                }
                 let _ = self.state.decline(&conversation, &agent);
                 self.state.dequeue(&conversation);
                 self.tell(
@@ -186,7 +262,15 @@ impl Router {
             }
             Err(e) => {
                 tracing::error!(error.message = %e, "registry unreachable; the conversation goes back to waiting");
-                let _ = self.state.decline(&conversation, &agent);
+                match self.direct.remove(&conversation) {
+                    Some(waiting) => {
+                        let _ = self.state.release(&conversation, &agent);
+                        let _ = self.state.enqueue(waiting);
+                    }
+                    None => {
+                        let _ = self.state.decline(&conversation, &agent);
+                    }
+                }
             }
         }
         self.dispatch(ctx);
@@ -246,6 +330,7 @@ impl Handler<ConversationNotice> for Router {
                 priority,
                 since_ms,
                 units,
+                direct_to,
             } => {
                 let Ok(queue_id) = super::state::QueueId::parse(&queue) else {
                     tracing::error!(queue, "conversation names a queue that is not configured");
@@ -263,8 +348,13 @@ impl Handler<ConversationNotice> for Router {
                     since_ms,
                     units,
                 };
-                if let Err(e) = self.state.enqueue(waiting) {
-                    tracing::error!(conversation_id = %conversation, error.message = %e, "could not queue conversation");
+                match direct_to {
+                    Some(target) => self.offer_directly(waiting, target, ctx),
+                    None => {
+                        if let Err(e) = self.state.enqueue(waiting) {
+                            tracing::error!(conversation_id = %conversation, error.message = %e, "could not queue conversation");
+                        }
+                    }
                 }
             }
             ConversationNotice::Released {

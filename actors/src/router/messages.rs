@@ -19,6 +19,8 @@ pub enum ConversationNotice {
         priority: i32,
         since_ms: i64,
         units: u32,
+        /// Transferred to this agent: offer it to them before anyone else.
+        direct_to: Option<AgentId>,
     },
     /// The agent's capacity for this conversation is free again.
     Released {

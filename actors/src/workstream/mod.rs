@@ -31,6 +31,8 @@ pub struct Workstream {
 pub struct RoutingTable {
     pub workstreams: Vec<Workstream>,
     pub rules: Vec<Rule>,
+    /// Queue ids, to check transfer targets.
+    pub queues: Vec<String>,
 }
 
 impl RoutingTable {

@@ -120,9 +120,14 @@ pub enum Cause {
     WrapUpDone {
         agent: AgentId,
     },
-    /// Sent back to the queue (agent gone, transfer to a queue).
+    /// Sent back to the queue (agent gone past the reconnect grace).
     Requeued {
         reason: String,
+    },
+    /// The agent handed it to a queue or another agent.
+    Transferred {
+        agent: AgentId,
+        to: TransferTarget,
     },
     /// The state's auto-close timer ran out.
     Timeout {
@@ -258,6 +263,17 @@ pub struct RoutingInfo {
     pub units: u32,
     /// The rule that matched, if one did.
     pub rule: Option<String>,
+    /// Transferred to this agent: offer it to them first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_to: Option<AgentId>,
+}
+
+/// Where an agent transfers a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum TransferTarget {
+    Queue(String),
+    Agent(AgentId),
 }
 
 /// The contact behind a chat, as far as LINE tells us.
@@ -314,6 +330,8 @@ pub enum TransitionError {
     },
     #[error("conversation {id} is not assigned to agent {agent}")]
     NotYours { id: String, agent: String },
+    #[error("bad transfer: {0}")]
+    BadTarget(String),
 }
 
 /// Everything a conversation actor owns; its snapshot.
@@ -633,6 +651,9 @@ impl ConversationState {
     ) -> Result<Vec<Effect>, TransitionError> {
         let conversation = self.expect(&[Status::Queued, Status::Bot], "assigned")?;
         conversation.agent = Some(agent.clone());
+        if let Some(routing) = &mut conversation.routing {
+            routing.direct_to = None;
+        }
         conversation.move_to(
             Status::Active,
             at,
@@ -736,6 +757,56 @@ impl ConversationState {
             at,
             Cause::Requeued {
                 reason: reason.into(),
+            },
+            settings,
+        );
+        effects.push(Effect::Enqueue {
+            conversation: conversation.id.clone(),
+        });
+        Ok(effects)
+    }
+
+    /// The agent hands the conversation to a queue (it waits there, keeping its age) or to
+    /// another agent (offered to them first).
+    pub fn transfer(
+        &mut self,
+        agent: &AgentId,
+        to: TransferTarget,
+        at: i64,
+        settings: &ConversationSettings,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        if to == TransferTarget::Agent(agent.clone()) {
+            return Err(TransitionError::BadTarget(
+                "a conversation can't be transferred to its own agent".into(),
+            ));
+        }
+        let conversation =
+            self.expect_agent(agent, &[Status::Active, Status::Waiting], "transferred")?;
+        let mut effects = Vec::new();
+        if conversation.status == Status::Active {
+            effects.push(Effect::ReleaseCapacity {
+                agent: agent.clone(),
+                conversation: conversation.id.clone(),
+            });
+        }
+        if let Some(routing) = &mut conversation.routing {
+            match &to {
+                TransferTarget::Queue(queue) => {
+                    routing.queue = queue.clone();
+                    // The destination queue's agents decide; the old queue's skills don't follow.
+                    routing.skills.clear();
+                    routing.direct_to = None;
+                }
+                TransferTarget::Agent(target) => routing.direct_to = Some(target.clone()),
+            }
+        }
+        conversation.agent = None;
+        conversation.move_to(
+            Status::Queued,
+            at,
+            Cause::Transferred {
+                agent: agent.clone(),
+                to,
             },
             settings,
         );

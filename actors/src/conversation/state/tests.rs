@@ -551,3 +551,54 @@ fn an_older_snapshot_without_newer_fields_still_loads() {
     let back: ConversationState = serde_json::from_value(json).unwrap();
     assert_eq!(back, state);
 }
+
+#[test]
+fn transfer_to_a_queue_or_an_agent_requeues_keeping_the_age() {
+    let s = settings();
+    let mut state = active_state();
+    state.set_routing(RoutingInfo {
+        workstream: "support".into(),
+        queue: "general".into(),
+        skills: [("japanese".to_string(), 5)].into(),
+        priority: 0,
+        units: 1,
+        rule: None,
+        direct_to: None,
+    });
+    let bob = AgentId::parse("bob").unwrap();
+    let effects = state
+        .transfer(&alice(), TransferTarget::Agent(bob.clone()), T0 + 20, &s)
+        .unwrap();
+    assert!(matches!(effects[0], Effect::ReleaseCapacity { .. }));
+    assert!(matches!(effects[1], Effect::Enqueue { .. }));
+    let conversation = state.current.as_ref().unwrap();
+    assert_eq!(conversation.status, Status::Queued);
+    assert_eq!(
+        conversation.routing.as_ref().unwrap().direct_to,
+        Some(bob.clone())
+    );
+    assert_eq!(conversation.opened_at_ms, T0);
+
+    state.assign(&bob, T0 + 30, &s).unwrap();
+    assert_eq!(
+        state
+            .current
+            .as_ref()
+            .unwrap()
+            .routing
+            .as_ref()
+            .unwrap()
+            .direct_to,
+        None
+    );
+    state
+        .transfer(&bob, TransferTarget::Queue("billing".into()), T0 + 40, &s)
+        .unwrap();
+    let routing = state.current.as_ref().unwrap().routing.clone().unwrap();
+    assert_eq!(routing.queue, "billing");
+    assert!(routing.skills.is_empty());
+    assert!(matches!(
+        state.transfer(&alice(), TransferTarget::Queue("x".into()), T0, &s),
+        Err(TransitionError::InvalidState { .. })
+    ));
+}
