@@ -791,3 +791,58 @@ async fn transfer_to_a_queue_requeues_with_its_age_and_to_an_agent_offers_it_to_
         json!({"type": "queue", "id": "billing"})
     );
 }
+
+/// Rules send "refund" messages to the billing queue needing billing ≥ 5: alice has 7, bob none.
+fn billing_for_both(s: &mut linedesk::settings::Settings, skill_match: &str) {
+    for agent in &mut s.agents {
+        agent.queues = vec!["general".into(), "billing".into()];
+    }
+    for queue in &mut s.queues {
+        queue.skill_match = skill_match.into();
+    }
+}
+
+#[actix_web::test]
+async fn closest_skill_match_falls_back_to_an_under_qualified_agent() {
+    let app = spawn_app_with(|s| billing_for_both(s, "closest")).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    alice
+        .send(json!({"type": "presence", "status": "do_not_disturb"}))
+        .await;
+    alice
+        .expect_matching(|f| f["type"] == "presence" && f["status"] == "do_not_disturb")
+        .await;
+    let mut bob = spawn_bob(&app).await;
+    customer_writes(&app, &user(50), 1, "I want a refund").await;
+    let offer = bob.expect("offer").await;
+    assert_eq!(offer["queue"], "billing");
+}
+
+#[actix_web::test]
+async fn exact_skill_match_waits_for_a_qualified_agent() {
+    let app = spawn_app_with(|s| billing_for_both(s, "exact")).await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    alice
+        .send(json!({"type": "presence", "status": "do_not_disturb"}))
+        .await;
+    alice
+        .expect_matching(|f| f["type"] == "presence" && f["status"] == "do_not_disturb")
+        .await;
+    let mut bob = spawn_bob(&app).await;
+    customer_writes(&app, &user(51), 1, "I want a refund").await;
+    // Bob lacks the skill; the conversation waits until alice is available.
+    alice
+        .send(json!({"type": "presence", "status": "available"}))
+        .await;
+    let offer = alice.expect("offer").await;
+    assert_eq!(offer["queue"], "billing");
+    bob.send(json!({"type": "ping"})).await;
+    bob.expect("pong").await;
+    assert!(
+        bob.seen.iter().all(|f| f["type"] != "offer"),
+        "{:?}",
+        bob.seen
+    );
+}
