@@ -553,21 +553,8 @@ async fn an_agent_who_misses_offers_in_a_row_is_set_away() {
 
 async fn signed_post(address: &str, user: &str, text: &str) {
     let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let body = serde_json::to_vec(&callback(
-        DESTINATION,
-        vec![text_event(user, &format!("01J6{n:022}"), text)],
-    ))
-    .unwrap();
-    let sig = linedesk::line::signature::sign(b"linedesk-demo-channel-secret-dev", &body);
-    let status = awc::Client::builder()
-        .timeout(PATIENCE)
-        .finish()
-        .post(format!("{address}/line/webhook/demo"))
-        .insert_header(("x-line-signature", sig))
-        .send_body(body)
-        .await
-        .unwrap()
-        .status();
+    let event = text_event(user, &format!("01J6{n:022}"), text);
+    let status = crate::helpers::post_signed_to(address, vec![event]).await;
     assert_eq!(status, StatusCode::OK);
 }
 

@@ -157,6 +157,22 @@ impl TestApp {
     }
 }
 
+/// POSTs `events` to the demo account of the server at `address`, signed with the demo
+/// account's development secret (for servers in child processes).
+pub async fn post_signed_to(address: &str, events: Vec<serde_json::Value>) -> StatusCode {
+    let body = serde_json::to_vec(&crate::line_payloads::callback(DESTINATION, events)).unwrap();
+    let sig = signature::sign(b"linedesk-demo-channel-secret-dev", &body);
+    awc::Client::builder()
+        .timeout(PATIENCE)
+        .finish()
+        .post(format!("{address}/line/webhook/demo"))
+        .insert_header(("x-line-signature", sig))
+        .send_body(body)
+        .await
+        .expect("webhook request")
+        .status()
+}
+
 /// The development admin token of the default settings.
 pub const ADMIN_TOKEN: &str = "linedesk-dev-admin-token";
 

@@ -3,23 +3,13 @@
 
 use awc::http::StatusCode;
 
-use crate::helpers::{stored_events, stored_ids, ServerProcess, DESTINATION, PATIENCE};
-use crate::line_payloads::{callback, text_event};
+use crate::helpers::{stored_events, stored_ids, ServerProcess, PATIENCE};
+use crate::line_payloads::text_event;
 
 const SECRET: &str = "linedesk-demo-channel-secret-dev";
 
 async fn post(address: &str, events: Vec<serde_json::Value>) -> StatusCode {
-    let body = serde_json::to_vec(&callback(DESTINATION, events)).unwrap();
-    let sig = linedesk::line::signature::sign(SECRET.as_bytes(), &body);
-    awc::Client::builder()
-        .timeout(PATIENCE)
-        .finish()
-        .post(format!("{address}/line/webhook/demo"))
-        .insert_header(("x-line-signature", sig))
-        .send_body(body)
-        .await
-        .expect("webhook request")
-        .status()
+    crate::helpers::post_signed_to(address, events).await
 }
 
 fn event(n: usize) -> serde_json::Value {

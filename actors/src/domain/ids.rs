@@ -38,50 +38,68 @@ fn check(
     Ok(())
 }
 
-/// The id of a LINE Official Account as configured in linedesk. It appears in the callback URL
-/// (`/line/webhook/{id}`) and in storage keys, so it is kept to URL- and key-safe characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AccountId(String);
+/// A configured identifier kept to lowercase letters, digits, `-` and `_`, so it is safe in
+/// URLs, storage keys and conversation ids.
+macro_rules! slug_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl AccountId {
-    pub const MAX_LEN: usize = 64;
+        impl $name {
+            pub const MAX_LEN: usize = 64;
 
-    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
-        let value = value.into();
-        check(
-            "account id",
-            &value,
-            Self::MAX_LEN,
-            "lowercase letters, digits, '-' and '_'",
-            |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
-        )?;
-        Ok(Self(value))
-    }
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                check(
+                    $kind,
+                    &value,
+                    Self::MAX_LEN,
+                    "lowercase letters, digits, '-' and '_'",
+                    |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
+                )?;
+                Ok(Self(value))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for AccountId {
-    type Error = IdError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(value)
-    }
-}
+slug_id!(
+    /// The id of a LINE Official Account as configured in linedesk. It appears in the callback
+    /// URL (`/line/webhook/{id}`) and in storage keys.
+    AccountId,
+    "account id"
+);
 
-impl From<AccountId> for String {
-    fn from(id: AccountId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+slug_id!(
+    /// An agent as configured (and, later, created through the admin API).
+    AgentId,
+    "agent id"
+);
 
 /// Where a LINE conversation happens: one-to-one with a user, or in a group or a room. Group and
 /// room chats are conversations of their own; the sender of each message is kept on the message.
@@ -177,48 +195,6 @@ impl ConversationKey {
 impl fmt::Display for ConversationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.account, self.source)
-    }
-}
-
-/// An agent as configured (and, later, created through the admin API).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AgentId(String);
-
-impl AgentId {
-    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
-        let value = value.into();
-        check(
-            "agent id",
-            &value,
-            64,
-            "lowercase letters, digits, '-' and '_'",
-            |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
-        )?;
-        Ok(Self(value))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for AgentId {
-    type Error = IdError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(value)
-    }
-}
-
-impl From<AgentId> for String {
-    fn from(id: AgentId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for AgentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
