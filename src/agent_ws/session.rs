@@ -370,9 +370,22 @@ impl AgentSession {
                 conversation_id: conversation.to_string(),
                 reason,
             },
-            AgentEvent::Assigned { conversation } => ServerFrame::Assigned {
-                conversation_id: conversation.to_string(),
-            },
+            AgentEvent::Assigned { conversation } => {
+                // `assigned` promises the assignment survives a crash, as `ack` does for sends.
+                let journal = self.ports.journal.clone();
+                let frame = ServerFrame::Assigned {
+                    conversation_id: conversation.to_string(),
+                };
+                ctx.wait(
+                    async move {
+                        if let Err(e) = journal.commit().await {
+                            tracing::error!(error.message = %e, "could not flush an assignment");
+                        }
+                    }
+                    .into_actor(self),
+                );
+                frame
+            }
             AgentEvent::Message {
                 conversation,
                 author,

@@ -833,3 +833,77 @@ async fn exact_skill_match_waits_for_a_qualified_agent() {
         bob.seen
     );
 }
+
+#[actix_web::test]
+async fn round_robin_shares_100_conversations_evenly_among_4_agents() {
+    const AGENTS: usize = 4;
+    const CONVERSATIONS: usize = 100;
+    let app = spawn_app_with(|s| {
+        s.rules.clear();
+        for queue in &mut s.queues {
+            queue.assignment = "round_robin".into();
+        }
+        let template = s.agents[0].clone();
+        s.agents = (0..AGENTS)
+            .map(|i| linedesk::settings::AgentSettings {
+                id: linedesk_actors::domain::AgentId::parse(format!("rr-{i}")).unwrap(),
+                name: format!("RR {i}"),
+                token: format!("rr-token-{i}").into(),
+                capacity: CONVERSATIONS as u32,
+                queues: vec!["general".into()],
+                ..template.clone()
+            })
+            .collect();
+    })
+    .await;
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        let mut agent = AgentClient::connect(&app, &format!("rr-token-{i}")).await;
+        agent.expect("hello").await;
+        agents.push(agent);
+    }
+    let events = (0..CONVERSATIONS)
+        .map(|i| {
+            let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            text_event(&user(2_000 + i), &format!("01J8{n:022}"), "hello")
+        })
+        .collect();
+    let answer = app.post_signed(&callback(DESTINATION, events)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    // Offers arrive all at once; each agent accepts each one and counts its assignments.
+    let runs = agents.iter_mut().map(|agent| async move {
+        let mut assigned = 0;
+        while assigned < CONVERSATIONS / AGENTS {
+            let frame = agent
+                .expect_matching(|f| f["type"] == "offer" || f["type"] == "assigned")
+                .await;
+            if frame["type"] == "offer" {
+                let id = frame["conversation_id"].clone();
+                agent
+                    .send(json!({"type": "accept", "conversation_id": id}))
+                    .await;
+            } else {
+                assigned += 1;
+            }
+        }
+        assigned
+    });
+    let counts = futures_util::future::join_all(runs).await;
+    assert_eq!(counts, vec![CONVERSATIONS / AGENTS; AGENTS]);
+    let active = app
+        .admin_get("/api/conversations?status=active&limit=500")
+        .await
+        .body;
+    let mut per_agent = std::collections::HashMap::new();
+    for item in active["items"].as_array().unwrap() {
+        *per_agent
+            .entry(item["agent"].as_str().unwrap().to_owned())
+            .or_insert(0usize) += 1;
+    }
+    assert_eq!(per_agent.len(), AGENTS);
+    assert!(
+        per_agent.values().all(|n| *n == CONVERSATIONS / AGENTS),
+        "{per_agent:?}"
+    );
+}
