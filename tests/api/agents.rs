@@ -789,10 +789,9 @@ fn billing_for_both(s: &mut linedesk::settings::Settings, skill_match: &str) {
     }
 }
 
-#[actix_web::test]
-async fn closest_skill_match_falls_back_to_an_under_qualified_agent() {
-    let app = spawn_app_with(|s| billing_for_both(s, "closest")).await;
-    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+/// Alice (billing 7) set do-not-disturb, and bob (no billing skill) connected.
+async fn alice_busy_elsewhere_and_bob(app: &TestApp) -> (AgentClient, AgentClient) {
+    let mut alice = AgentClient::connect(app, "dev-alice-token").await;
     alice.expect("hello").await;
     alice
         .send(json!({"type": "presence", "status": "do_not_disturb"}))
@@ -800,7 +799,13 @@ async fn closest_skill_match_falls_back_to_an_under_qualified_agent() {
     alice
         .expect_matching(|f| f["type"] == "presence" && f["status"] == "do_not_disturb")
         .await;
-    let mut bob = spawn_bob(&app).await;
+    (alice, spawn_bob(app).await)
+}
+
+#[actix_web::test]
+async fn closest_skill_match_falls_back_to_an_under_qualified_agent() {
+    let app = spawn_app_with(|s| billing_for_both(s, "closest")).await;
+    let (_alice, mut bob) = alice_busy_elsewhere_and_bob(&app).await;
     customer_writes(&app, &user(50), 1, "I want a refund").await;
     let offer = bob.expect("offer").await;
     assert_eq!(offer["queue"], "billing");
@@ -809,15 +814,7 @@ async fn closest_skill_match_falls_back_to_an_under_qualified_agent() {
 #[actix_web::test]
 async fn exact_skill_match_waits_for_a_qualified_agent() {
     let app = spawn_app_with(|s| billing_for_both(s, "exact")).await;
-    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
-    alice.expect("hello").await;
-    alice
-        .send(json!({"type": "presence", "status": "do_not_disturb"}))
-        .await;
-    alice
-        .expect_matching(|f| f["type"] == "presence" && f["status"] == "do_not_disturb")
-        .await;
-    let mut bob = spawn_bob(&app).await;
+    let (mut alice, mut bob) = alice_busy_elsewhere_and_bob(&app).await;
     customer_writes(&app, &user(51), 1, "I want a refund").await;
     // Bob lacks the skill; the conversation waits until alice is available.
     alice

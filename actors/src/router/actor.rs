@@ -276,6 +276,21 @@ impl Router {
         self.dispatch(ctx);
     }
 
+    /// Ends the outstanding offer of `conversation` to `agent` (the first answer wins).
+    fn take_offer(
+        &mut self,
+        conversation: &ConversationId,
+        agent: &AgentId,
+    ) -> Result<(), RoutingError> {
+        match self.offers.get(conversation) {
+            Some((offered_to, _)) if offered_to == agent => {
+                self.offers.remove(conversation);
+                Ok(())
+            }
+            _ => Err(not_offered(conversation, agent)),
+        }
+    }
+
     fn report_presence(&mut self, agent: &AgentId) {
         if let Some(presence) = self.state.effective_presence(agent) {
             self.tell(agent, AgentEvent::PresenceChanged { presence });
@@ -412,11 +427,7 @@ impl Handler<AcceptOffer> for Router {
     type Result = Result<(), RoutingError>;
 
     fn handle(&mut self, msg: AcceptOffer, ctx: &mut Self::Context) -> Self::Result {
-        match self.offers.get(&msg.conversation) {
-            Some((agent, _)) if *agent == msg.agent => {}
-            _ => return Err(not_offered(&msg.conversation, &msg.agent)),
-        }
-        self.offers.remove(&msg.conversation);
+        self.take_offer(&msg.conversation, &msg.agent)?;
         self.assign(msg.conversation, msg.agent, ctx);
         Ok(())
     }
@@ -426,11 +437,7 @@ impl Handler<RejectOffer> for Router {
     type Result = Result<(), RoutingError>;
 
     fn handle(&mut self, msg: RejectOffer, ctx: &mut Self::Context) -> Self::Result {
-        match self.offers.get(&msg.conversation) {
-            Some((agent, _)) if *agent == msg.agent => {}
-            _ => return Err(not_offered(&msg.conversation, &msg.agent)),
-        }
-        self.offers.remove(&msg.conversation);
+        self.take_offer(&msg.conversation, &msg.agent)?;
         self.tell(
             &msg.agent,
             AgentEvent::OfferRevoked {
