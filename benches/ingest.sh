@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Signed webhooks per second into linedesk, server pinned to core 0, wrk to core 1, for each
-# storage.durability. One text event per webhook, 1,000 LINE users, every webhookEventId unique.
+# storage.durability, beside the ceiling: a bare actix-web handler that reads the body and
+# answers 200 (benches/ceiling_server.rs). One text event per webhook, 1,000 LINE users, every
+# webhookEventId unique. Ratios to the ceiling are the figures to quote.
 # Knobs: DURATION (s, default 10), CONNECTIONS (64), REQUESTS (unique webhooks, 600000),
 # DURABILITIES ("flush os"). Needs wrk (apt-get install wrk) and python3.
 set -euo pipefail
@@ -9,24 +11,40 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 REQUESTS=${REQUESTS:-600000}
 cargo build --release --quiet
+ceiling_bin=$(cargo bench --no-run --bench ceiling_server --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ceiling_server" and m.get("executable"):
+        print(m["executable"])')
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 python3 benches/signed_webhooks.py --requests "$REQUESTS" > "$work/requests.tsv"
 
-for durability in ${DURABILITIES:-flush os}; do
+run() { # name, then the command that serves
+  local name=$1; shift
   rm -rf "$work/db"
-  LINEDESK__SERVER__BIND=127.0.0.1:0 LINEDESK__SERVER__WORKERS=1 \
-  LINEDESK__STORAGE__PATH="$work/db" LINEDESK__STORAGE__DURABILITY="$durability" \
-  LINEDESK__LOG__LEVEL=warn \
-    taskset -c 0 target/release/linedesk serve > "$work/stdout" 2> "$work/stderr" &
+  taskset -c 0 "$@" > "$work/stdout" 2> "$work/stderr" &
   pid=$!
   for _ in $(seq 100); do grep -q '^listening on ' "$work/stdout" && break; sleep 0.1; done
   url=$(sed -n 's/^listening on //p' "$work/stdout")
-  echo "== durability = $durability ($url, ${CONNECTIONS} connections, ${DURATION}s)"
+  echo "== $name ($url, ${CONNECTIONS} connections, ${DURATION}s)"
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-    -s benches/wrk_webhooks.lua "$url" -- "$work/requests.tsv" 1
-  curl -s "$url/metrics" | grep -E '^linedesk_(webhook_requests|webhook_events_stored|journal)' | grep -v ' 0$'
+    -s benches/wrk_webhooks.lua "$url" -- "$work/requests.tsv" 1 | tee "$work/wrk.txt"
+  rate=$(sed -n 's/^Requests\/sec: *//p' "$work/wrk.txt")
+  echo "$name|$rate" >> "$work/rates"
+  curl -s "$url/metrics" | grep -E '^linedesk_(webhook_requests|webhook_events_stored|journal)' | grep -v ' 0$' || true
   kill -TERM "$pid"; wait "$pid" || true; pid=
+}
+
+run ceiling "$ceiling_bin"
+for durability in ${DURABILITIES:-flush os}; do
+  LINEDESK__SERVER__BIND=127.0.0.1:0 LINEDESK__SERVER__WORKERS=1 \
+  LINEDESK__STORAGE__PATH="$work/db" LINEDESK__STORAGE__DURABILITY="$durability" \
+  LINEDESK__LOG__LEVEL=warn \
+    run "linedesk durability=$durability" target/release/linedesk serve
 done
+echo "== ratios to the ceiling"
+awk -F'|' 'NR == 1 { ceiling = $2 } { printf "%-28s %8.0f/s  %.2f of the ceiling\n", $1, $2, $2 / ceiling }' "$work/rates"
