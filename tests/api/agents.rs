@@ -90,6 +90,19 @@ impl AgentClient {
 /// Every event of these tests gets its own `webhookEventId`.
 static NEXT_EVENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Takes the agent's next offer: accepts it and waits for `assigned`; returns its id.
+async fn accept_next_offer(agent: &mut AgentClient) -> String {
+    let id = agent.expect("offer").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    agent
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    agent.expect("assigned").await;
+    id
+}
+
 async fn customer_writes(app: &TestApp, user: &str, _n: usize, text: &str) {
     let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let event = text_event(user, &format!("01J5{n:022}"), text);
@@ -224,14 +237,7 @@ async fn set_waiting_end_and_wrap_up_done_move_the_conversation_and_tell_the_age
     alice.expect("hello").await;
     let u = user(2);
     customer_writes(&app, &u, 1, "hello").await;
-    let id = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": id}))
-        .await;
-    alice.expect("assigned").await;
+    let id = accept_next_offer(&mut alice).await;
 
     for (frame, status) in [
         ("set_waiting", "waiting"),
@@ -362,14 +368,7 @@ async fn every_bad_frame_gets_an_error_frame_and_the_connection_stays_open() {
     // Acting on someone else's conversation.
     let u = user(5);
     customer_writes(&app, &u, 1, "hi").await;
-    let id = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": id}))
-        .await;
-    alice.expect("assigned").await;
+    let id = accept_next_offer(&mut alice).await;
     let mut bob = spawn_bob(&app).await;
     bob.send(
         json!({"type": "send", "conversation_id": id, "client_msg_id": "b1", "text": "mine?"}),
@@ -423,14 +422,7 @@ async fn capacity_full_makes_the_agent_busy_and_freed_capacity_serves_the_oldest
     let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
     alice.expect("hello").await;
     customer_writes(&app, &user(7), 1, "first").await;
-    let first = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": first}))
-        .await;
-    alice.expect("assigned").await;
+    let first = accept_next_offer(&mut alice).await;
     alice
         .expect_matching(|f| f["type"] == "presence" && f["status"] == "busy")
         .await;
@@ -463,14 +455,7 @@ async fn reconnecting_within_the_grace_gets_the_conversations_back_in_hello() {
     let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
     alice.expect("hello").await;
     customer_writes(&app, &user(10), 1, "hi").await;
-    let id = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": id}))
-        .await;
-    alice.expect("assigned").await;
+    let id = accept_next_offer(&mut alice).await;
     drop(alice);
     let mut again = AgentClient::connect(&app, "dev-alice-token").await;
     let hello = again.expect("hello").await;
@@ -492,14 +477,7 @@ async fn past_the_grace_the_conversations_go_back_to_the_queue() {
     let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
     alice.expect("hello").await;
     customer_writes(&app, &user(11), 1, "hi").await;
-    let id = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": id}))
-        .await;
-    alice.expect("assigned").await;
+    let id = accept_next_offer(&mut alice).await;
     drop(alice);
 
     let mut bob = spawn_bob(&app).await;
@@ -574,14 +552,7 @@ async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_
     alice.expect("hello").await;
     let (a, b) = (user(30), user(31));
     signed_post(&server.address, &a, "first").await;
-    let first = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": first}))
-        .await;
-    alice.expect("assigned").await;
+    let first = accept_next_offer(&mut alice).await;
     signed_post(&server.address, &b, "second, waiting").await;
     drop(alice);
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
@@ -725,14 +696,7 @@ async fn transfer_to_a_queue_requeues_with_its_age_and_to_an_agent_offers_it_to_
     let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
     alice.expect("hello").await;
     customer_writes(&app, &user(40), 1, "I need billing").await;
-    let id = alice.expect("offer").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .send(json!({"type": "accept", "conversation_id": id}))
-        .await;
-    alice.expect("assigned").await;
+    let id = accept_next_offer(&mut alice).await;
 
     // Unknown targets are refused and nothing changes.
     alice

@@ -250,15 +250,7 @@ impl Router {
                 if self.direct.remove(&conversation).is_some() {
                     let _ = self.state.release(&conversation, &agent);
                 }
-                let _ = self.state.decline(&conversation, &agent);
-                self.state.dequeue(&conversation);
-                self.tell(
-                    &agent,
-                    AgentEvent::OfferRevoked {
-                        conversation,
-                        reason: e.to_string(),
-                    },
-                );
+                self.withdraw_offer(conversation, &agent, e.to_string());
             }
             Err(e) => {
                 tracing::error!(error.message = %e, "registry unreachable; the conversation goes back to waiting");
@@ -274,6 +266,19 @@ impl Router {
             }
         }
         self.dispatch(ctx);
+    }
+
+    /// Forgets a conversation offered to `agent` that can no longer be assigned, and says why.
+    fn withdraw_offer(&mut self, conversation: ConversationId, agent: &AgentId, reason: String) {
+        let _ = self.state.decline(&conversation, agent);
+        self.state.dequeue(&conversation);
+        self.tell(
+            agent,
+            AgentEvent::OfferRevoked {
+                conversation,
+                reason,
+            },
+        );
     }
 
     /// Ends the outstanding offer of `conversation` to `agent` (the first answer wins).
@@ -396,15 +401,7 @@ impl Handler<ConversationNotice> for Router {
             ConversationNotice::Closed { conversation } => {
                 self.state.dequeue(&conversation);
                 if let Some((agent, _)) = self.offers.remove(&conversation) {
-                    let _ = self.state.decline(&conversation, &agent);
-                    self.state.dequeue(&conversation);
-                    self.tell(
-                        &agent,
-                        AgentEvent::OfferRevoked {
-                            conversation,
-                            reason: "the conversation closed".into(),
-                        },
-                    );
+                    self.withdraw_offer(conversation, &agent, "the conversation closed".into());
                 }
             }
         }
