@@ -19,6 +19,10 @@ use serde::Deserialize;
 /// The defaults, compiled in so that the binary runs from any folder.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+mod outbound;
+
+pub use outbound::{AutomatedMessageSettings, ContentSection, LineSection};
+
 const ENV_PREFIX: &str = "LINEDESK";
 const ENV_SEPARATOR: &str = "__";
 
@@ -52,6 +56,11 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub conversation: ConversationSection,
     pub routing: RoutingSection,
+    pub line: LineSection,
+    pub content: ContentSection,
+    /// Texts linedesk sends by itself, per workstream and trigger.
+    #[serde(default)]
+    pub automated_messages: Vec<AutomatedMessageSettings>,
     #[serde(default)]
     pub accounts: Vec<AccountSettings>,
     #[serde(default)]
@@ -89,12 +98,28 @@ pub struct WorkstreamSettings {
     pub fallback_queue: Option<String>,
     pub keep_same_agent: bool,
     pub capacity_units: u32,
+    /// Agents' messages show the agent's name (and icon) on the customer's screen.
+    #[serde(default = "yes")]
+    pub sender: bool,
+    /// Customers may send images, video, audio and files.
+    #[serde(default = "yes")]
+    pub customer_attachments: bool,
+    /// Agents may send images and files.
+    #[serde(default = "yes")]
+    pub agent_attachments: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     pub id: String,
+    /// What customers are told the queue is called (`{queue_name}`); the id if unset.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Lower is served first.
     pub priority: u32,
     /// `highest_capacity`, `round_robin` or `most_idle`.
@@ -143,6 +168,9 @@ pub struct AgentSettings {
     pub skills: std::collections::BTreeMap<String, u8>,
     /// Queues the agent takes conversations from.
     pub queues: Vec<String>,
+    /// HTTPS URL of the picture shown beside the agent's messages in LINE (`sender`).
+    #[serde(default)]
+    pub icon_url: Option<String>,
 }
 
 /// The operators' API.
@@ -373,6 +401,39 @@ impl Settings {
             return Err(invalid("storage.path", "must not be empty"));
         }
         self.validate_routing()?;
+        self.line.validate()?;
+        if self.content.max_bytes == 0 {
+            return Err(invalid("content.max_bytes", "must be above 0"));
+        }
+        for (i, m) in self.automated_messages.iter().enumerate() {
+            if !self.workstreams.iter().any(|w| w.id == m.workstream) {
+                return Err(invalid(
+                    format!("automated_messages[{i}].workstream"),
+                    format!("no workstream `{}` is configured", m.workstream),
+                ));
+            }
+            if linedesk_actors::domain::Trigger::parse(&m.trigger).is_none() {
+                let all: Vec<_> = linedesk_actors::domain::Trigger::ALL
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect();
+                return Err(invalid(
+                    format!("automated_messages[{i}].trigger"),
+                    format!("`{}` is not one of {}", m.trigger, all.join(", ")),
+                ));
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.icon_url
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("https://"))
+            {
+                return Err(invalid(
+                    format!("agents[{i}].icon_url"),
+                    "must be an https:// URL (LINE shows only those)",
+                ));
+            }
+        }
         let mut seen = HashSet::new();
         for (i, account) in self.accounts.iter().enumerate() {
             if !seen.insert(&account.id) {
@@ -556,6 +617,9 @@ impl Settings {
                         .unwrap_or_else(|| w.default_queue.clone()),
                     keep_same_agent: w.keep_same_agent,
                     capacity_units: w.capacity_units,
+                    show_sender: w.sender,
+                    customer_attachments: w.customer_attachments,
+                    agent_attachments: w.agent_attachments,
                 })
                 .collect(),
             rules: self
@@ -583,6 +647,30 @@ impl Settings {
                 })
                 .collect(),
             queues: self.queues.iter().map(|q| q.id.clone()).collect(),
+            queue_names: self
+                .queues
+                .iter()
+                .map(|q| (q.id.clone(), q.name.clone().unwrap_or_else(|| q.id.clone())))
+                .collect(),
+            agent_names: self
+                .agents
+                .iter()
+                .map(|a| (a.id.clone(), a.name.clone()))
+                .collect(),
+            automated: {
+                let mut all = linedesk_actors::workstream::AutomatedMessages::default();
+                for m in &self.automated_messages {
+                    // Checked in `validate`.
+                    if let Some(trigger) = linedesk_actors::domain::Trigger::parse(&m.trigger) {
+                        let message = linedesk_actors::workstream::AutomatedMessage {
+                            enabled: m.enabled,
+                            texts: m.text.clone(),
+                        };
+                        all.insert(&m.workstream, trigger, message);
+                    }
+                }
+                all
+            },
         }
     }
 
@@ -680,6 +768,7 @@ mod tests {
             f,
             r#"workstreams = []
 rules = []
+automated_messages = []
 [server]
 max_body_bytes = 2048
 [[accounts]]

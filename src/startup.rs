@@ -69,6 +69,8 @@ impl Application {
         let links = ConversationLinks {
             routing: Arc::new(settings.routing_table()),
             router: Some(router.clone().recipient()),
+            positions: Some(router.clone().recipient()),
+            outbound: None,
             agents: Arc::new(
                 agents
                     .iter()

@@ -7,5 +7,6 @@
 pub mod agent;
 pub mod conversation;
 pub mod domain;
+pub mod outbound;
 pub mod router;
 pub mod workstream;

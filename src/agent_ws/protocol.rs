@@ -100,6 +100,14 @@ pub enum ServerFrame {
     Presence {
         status: String,
     },
+    /// What became of a sent message: `queued` (retrying: `attempts`, `last_error`),
+    /// `sent_reply`, `sent_push` or `failed` (`reason`).
+    Delivery {
+        conversation_id: String,
+        client_msg_id: String,
+        #[serde(flatten)]
+        status: linedesk_actors::domain::DeliveryStatus,
+    },
     Error {
         code: String,
         message: String,

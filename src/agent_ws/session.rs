@@ -339,6 +339,12 @@ impl AgentSession {
                             ConversationError::Transition(TransitionError::BadTarget(_)) => {
                                 "bad_target"
                             }
+                            ConversationError::Transition(TransitionError::CustomerBlocked) => {
+                                "customer_blocked"
+                            }
+                            ConversationError::Transition(TransitionError::NotAllowed(_)) => {
+                                "not_allowed"
+                            }
                             ConversationError::Transition(_) => "invalid_state",
                             ConversationError::NotReady | ConversationError::Unreachable(_) => {
                                 "unavailable"
@@ -416,6 +422,15 @@ impl AgentSession {
             },
             AgentEvent::PresenceChanged { presence } => ServerFrame::Presence {
                 status: presence_name(presence),
+            },
+            AgentEvent::Delivery {
+                conversation,
+                client_msg_id,
+                status,
+            } => ServerFrame::Delivery {
+                conversation_id: conversation.to_string(),
+                client_msg_id,
+                status,
             },
         };
         self.send(frame, ctx);

@@ -3,7 +3,7 @@
 use actix::prelude::*;
 
 use crate::conversation::{Author, Status};
-use crate::domain::{AgentId, Content, ConversationId};
+use crate::domain::{AgentId, Content, ConversationId, DeliveryStatus};
 use crate::router::state::Presence;
 
 /// What an agent's connections are told. Sent by the router and by conversations to the agent
@@ -40,6 +40,12 @@ pub enum AgentEvent {
     },
     /// The agent's effective presence changed (chosen, or busy at full capacity).
     PresenceChanged { presence: Presence },
+    /// What became of a message this agent sent. Sent by the server's outbound dispatcher.
+    Delivery {
+        conversation: ConversationId,
+        client_msg_id: String,
+        status: DeliveryStatus,
+    },
 }
 
 /// A websocket connection of this agent opened. Answers what `hello` needs.

@@ -18,6 +18,8 @@ use tracing::Instrument;
 
 use std::collections::HashMap;
 
+mod sending;
+
 use super::messages::*;
 use super::state::{
     ConversationSettings, ConversationState, Effect, RoutingInfo, Status, TransferTarget,
@@ -26,8 +28,9 @@ use super::state::{
 use super::store::ConversationStore;
 use crate::agent::AgentEvent;
 use crate::domain::{AgentId, Content, ConversationKey};
-use crate::router::messages::ConversationNotice;
-use crate::workstream::{classify, ClassifyInput, RoutingTable};
+use crate::outbound::OutboundLinks;
+use crate::router::messages::{ConversationNotice, GetQueuePosition};
+use crate::workstream::RoutingTable;
 
 /// Persistence and lifetime knobs of conversation actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +55,15 @@ pub struct ConversationEnv {
 }
 
 /// Where conversations report to routing and agents. Empty by default: conversations then
-/// keep their state without being routed (tests of the conversation alone, benches).
+/// keep their state without being routed or sending anything (tests of the conversation
+/// alone, benches).
 #[derive(Clone, Default)]
 pub struct ConversationLinks {
     pub routing: Arc<RoutingTable>,
     pub router: Option<Recipient<ConversationNotice>>,
+    pub positions: Option<Recipient<GetQueuePosition>>,
     pub agents: Arc<HashMap<AgentId, Recipient<AgentEvent>>>,
+    pub outbound: Option<OutboundLinks>,
 }
 
 pub struct Conversation {
@@ -73,6 +79,8 @@ pub struct Conversation {
     /// Replaying the journal during recovery: only storage effects are carried out.
     replaying: bool,
     restarts: u32,
+    /// Conversations to route once the current handler is done.
+    deferred: Vec<super::ConversationRecordId>,
     #[cfg(feature = "fault-injection")]
     fail_next: bool,
 }
@@ -88,6 +96,7 @@ impl Conversation {
             passivated: false,
             replaying: false,
             restarts: 0,
+            deferred: Vec::new(),
             #[cfg(feature = "fault-injection")]
             fail_next: false,
         }
@@ -202,6 +211,14 @@ impl Conversation {
                     .env
                     .store
                     .hide_archived_message(&conversation, &message_id)?,
+                // Replayed too: its outbox id is stable, so a message stored before a crash is
+                // not stored twice, and one that was not is sent now.
+                Effect::Automated {
+                    conversation,
+                    trigger,
+                } => {
+                    self.send_automated(&conversation, &[trigger], None)?;
+                }
                 _ if self.replaying => {}
                 Effect::Enqueue { conversation } => self.enqueue(conversation),
                 Effect::ReleaseCapacity {
@@ -251,60 +268,12 @@ impl Conversation {
             .and_then(|c| c.routing.as_ref())
     }
 
-    /// Classifies the conversation the first time it queues, then tells the router.
+    /// Classifying may need the customer's profile (a network call) and the queued message
+    /// the queue position, so routing runs after the handler, in [`Self::run_deferred`].
     fn enqueue(&mut self, conversation: super::ConversationRecordId) {
-        let links = self.env.links.clone();
-        let Some(state) = self.state.as_mut() else {
-            return;
-        };
-        let Some(current) = state.current.as_ref().filter(|c| c.id == conversation) else {
-            return;
-        };
-        let since_ms = current.opened_at_ms;
-        let routing = match &current.routing {
-            Some(routing) => routing.clone(),
-            None => {
-                let Some(workstream) = links.routing.workstream_of(&self.key.account) else {
-                    tracing::warn!(account_id = %self.key.account, "no workstream routes this account; the conversation waits unrouted");
-                    return;
-                };
-                let first_text = current.transcript.iter().find_map(|e| match &e.content {
-                    Some(Content::Text { text }) => Some(text.as_str()),
-                    _ => None,
-                });
-                let contact = Default::default();
-                let input = ClassifyInput {
-                    account: &self.key.account,
-                    first_text,
-                    language: None,
-                    contact: &contact,
-                };
-                let classified = classify(workstream, &links.routing.rules, &input);
-                if let Some(why) = &classified.unevaluable {
-                    tracing::warn!(conversation_id = %conversation, reason = %why, "a rule could not be evaluated; fallback queue");
-                }
-                let routing = RoutingInfo {
-                    workstream: workstream.id.clone(),
-                    queue: classified.classification.queue,
-                    skills: classified.classification.skills,
-                    priority: classified.classification.priority,
-                    units: workstream.capacity_units,
-                    rule: classified.rule,
-                    direct_to: None,
-                };
-                state.set_routing(routing.clone());
-                routing
-            }
-        };
-        self.notify_router(ConversationNotice::Queued {
-            conversation,
-            direct_to: routing.direct_to,
-            queue: routing.queue,
-            skills: routing.skills,
-            priority: routing.priority,
-            since_ms,
-            units: routing.units,
-        });
+        if !self.deferred.contains(&conversation) {
+            self.deferred.push(conversation);
+        }
     }
 
     fn notify_router(&self, notice: ConversationNotice) {
@@ -396,7 +365,7 @@ impl Conversation {
     ) -> Result<T, ConversationError> {
         match &result {
             // A refused agent action is the caller's mistake, not a broken conversation.
-            Err(ConversationError::Transition(_)) | Ok(_) => {}
+            Err(ConversationError::Transition(_)) | Ok(_) => self.run_deferred(ctx),
             Err(e) => self.fail(e, ctx),
         }
         result
@@ -439,6 +408,7 @@ impl Actor for Conversation {
             ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
             return;
         }
+        self.run_deferred(ctx);
         let every = (self.env.runtime.idle_passivate / 4).max(Duration::from_millis(10));
         ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
     }
@@ -447,6 +417,7 @@ impl Actor for Conversation {
 impl Supervised for Conversation {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.state = None;
+        self.deferred.clear();
         self.unsaved = 0;
         self.restarts += 1;
     }
@@ -510,6 +481,7 @@ impl Handler<ApplyAgentAction> for Conversation {
             let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
             let agent_before = agent_view(state);
             let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
+            let mut to_customer = None;
             let (effects, changed) = match &msg.action {
                 AgentAction::Assign => (state.assign(agent, now, settings)?, true),
                 AgentAction::SetWaiting => (state.set_waiting(agent, now, settings)?, true),
@@ -520,11 +492,27 @@ impl Handler<ApplyAgentAction> for Conversation {
                     content,
                     client_msg_id,
                 } => {
+                    if state.contact.blocked {
+                        return Err(TransitionError::CustomerBlocked.into());
+                    }
+                    let attachments = self
+                        .env
+                        .links
+                        .routing
+                        .workstream_of(&self.key.account)
+                        .is_none_or(|w| w.agent_attachments);
+                    if !attachments
+                        && !matches!(content, Content::Text { .. } | Content::Sticker { .. })
+                    {
+                        let why = "this workstream does not let agents send attachments";
+                        return Err(TransitionError::NotAllowed(why.into()).into());
+                    }
                     let id = Some(client_msg_id.clone());
-                    (
-                        Vec::new(),
-                        state.agent_wrote(agent, content.clone(), id, false, now)?,
-                    )
+                    let stored = state.agent_wrote(agent, content.clone(), id, false, now)?;
+                    if stored {
+                        to_customer = Some((content.clone(), client_msg_id.clone()));
+                    }
+                    (Vec::new(), stored)
                 }
                 AgentAction::Transfer { to } => {
                     let known = match to {
@@ -543,6 +531,9 @@ impl Handler<ApplyAgentAction> for Conversation {
                     (Vec::new(), state.agent_wrote(agent, note, None, true, now)?)
                 }
             };
+            if let Some((content, client_msg_id)) = to_customer {
+                self.send_agent_message(&msg.agent, content, client_msg_id)?;
+            }
             self.carry_out(effects)?;
             self.tell_status(agent_before);
             if changed {

@@ -2,6 +2,10 @@
 
 mod ids;
 mod inbound;
+mod outgoing;
 
 pub use ids::{AccountId, AgentId, ConversationId, ConversationKey, IdError, LineSource};
 pub use inbound::{Content, Inbound, InboundKind};
+pub use outgoing::{
+    CustomerProfile, DeliveryStatus, Origin, Outgoing, QuickReply, ReplyToken, Trigger,
+};

@@ -561,3 +561,11 @@ impl Handler<GetRouterStats> for Router {
         })
     }
 }
+
+impl Handler<GetQueuePosition> for Router {
+    type Result = Option<usize>;
+
+    fn handle(&mut self, msg: GetQueuePosition, _: &mut Self::Context) -> Self::Result {
+        self.state.position(&msg.conversation)
+    }
+}

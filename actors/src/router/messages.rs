@@ -109,3 +109,11 @@ pub struct RouterStats {
     pub offers: u64,
     pub assignments: u64,
 }
+
+/// A waiting conversation's 1-based place in its queue (`None` if it is not waiting: offered,
+/// assigned or unknown). Sent by a conversation for its "you are number N" message.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<usize>")]
+pub struct GetQueuePosition {
+    pub conversation: crate::domain::ConversationId,
+}

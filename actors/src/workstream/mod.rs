@@ -2,11 +2,15 @@
 //! conversation waits: queue, required skills, priority. Plain data and functions; the
 //! conversation actor classifies a conversation when it first queues.
 
+mod automated;
 mod rules;
 
+pub use automated::{AutomatedMessage, AutomatedMessages, Slots};
 pub use rules::{classify, Classification, Classified, ClassifyInput, Conditions, Rule, RuleError};
 
-use crate::domain::AccountId;
+use std::collections::HashMap;
+
+use crate::domain::{AccountId, AgentId};
 
 /// How conversations of one account are routed. Declared in config today; the admin API will
 /// create them later, so nothing here assumes a file.
@@ -24,6 +28,12 @@ pub struct Workstream {
     pub keep_same_agent: bool,
     /// Capacity units one LINE conversation of this workstream takes from an agent.
     pub capacity_units: u32,
+    /// Agents' messages show their name and icon on the customer's screen.
+    pub show_sender: bool,
+    /// Customers may send images, video, audio and files (else they are told it is not possible).
+    pub customer_attachments: bool,
+    /// Agents may send images and files.
+    pub agent_attachments: bool,
 }
 
 /// Every workstream and rule, as the conversation actors use them to classify.
@@ -33,6 +43,11 @@ pub struct RoutingTable {
     pub rules: Vec<Rule>,
     /// Queue ids, to check transfer targets.
     pub queues: Vec<String>,
+    /// Queue id → the name customers see (`{queue_name}`).
+    pub queue_names: HashMap<String, String>,
+    /// Agent id → the name customers see (`{agent_name}`, the sender of their messages).
+    pub agent_names: HashMap<AgentId, String>,
+    pub automated: AutomatedMessages,
 }
 
 impl RoutingTable {

@@ -172,6 +172,9 @@ mod tests {
             fallback_queue: "triage".into(),
             keep_same_agent: true,
             capacity_units: 1,
+            show_sender: true,
+            customer_attachments: true,
+            agent_attachments: true,
         }
     }
 

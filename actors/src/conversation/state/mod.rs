@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AgentId, Content, ConversationId, ConversationKey, Inbound, InboundKind};
+use crate::domain::{
+    AgentId, Content, ConversationId, ConversationKey, Inbound, InboundKind, ReplyToken, Trigger,
+};
 
 /// Snapshot format written by this release; older formats are upgraded on load.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
@@ -180,6 +182,9 @@ pub struct TranscriptEntry {
     /// An agent's note: visible to agents, never sent to the customer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    /// The outbox message carrying this entry to the customer (its delivery status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing: Option<String>,
 }
 
 impl TranscriptEntry {
@@ -214,6 +219,9 @@ pub struct Conversation {
     pub routing: Option<RoutingInfo>,
     pub transitions: Vec<Transition>,
     pub transcript: Vec<TranscriptEntry>,
+    /// The monitoring and recording notice went out before the first agent message.
+    #[serde(default)]
+    pub consent_sent: bool,
 }
 
 impl Conversation {
@@ -310,6 +318,11 @@ pub enum Effect {
         conversation: ConversationId,
         entry: Box<TranscriptEntry>,
     },
+    /// Time for an automated message to the customer (if the workstream has it switched on).
+    Automated {
+        conversation: ConversationId,
+        trigger: Trigger,
+    },
     /// An unsent message belongs to an archived conversation, which must hide it too.
     HideArchivedMessage {
         conversation: ConversationId,
@@ -332,6 +345,10 @@ pub enum TransitionError {
     NotYours { id: String, agent: String },
     #[error("bad transfer: {0}")]
     BadTarget(String),
+    #[error("the customer blocked the account: LINE would not deliver it")]
+    CustomerBlocked,
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// Everything a conversation actor owns; its snapshot.
@@ -348,6 +365,9 @@ pub struct ConversationState {
     pub history: Vec<ConversationId>,
     /// Events the state did not change on (beacon, membership, unknown types), for operators.
     pub other_events: u64,
+    /// The latest reply token LINE gave, until it is used (replies are free, pushes are not).
+    #[serde(default)]
+    pub reply_token: Option<ReplyToken>,
 }
 
 impl ConversationState {
@@ -359,6 +379,7 @@ impl ConversationState {
             contact: ContactState::default(),
             current: None,
             history: Vec::new(),
+            reply_token: None,
             other_events: 0,
         }
     }
@@ -377,6 +398,13 @@ impl ConversationState {
         self.applied_seq = event.seq;
         let at = event.received_at_ms;
         let mut effects = Vec::new();
+        // A redelivered event's token is assumed spent or expired (LINE's advice).
+        if let (Some(token), false) = (&event.reply_token, event.redelivery) {
+            self.reply_token = Some(ReplyToken {
+                token: token.clone(),
+                received_at_ms: at,
+            });
+        }
         match &event.kind {
             InboundKind::Message {
                 message_id,
@@ -395,6 +423,7 @@ impl ConversationState {
                     seq: Some(event.seq),
                     client_msg_id: None,
                     internal: false,
+                    outgoing: None,
                 };
                 self.customer_wrote(entry, at, settings, &mut effects);
             }
@@ -413,6 +442,7 @@ impl ConversationState {
                     seq: Some(event.seq),
                     client_msg_id: None,
                     internal: false,
+                    outgoing: None,
                 };
                 self.customer_wrote(entry, at, settings, &mut effects);
             }
@@ -539,6 +569,7 @@ impl ConversationState {
                 cause: Cause::CustomerMessage,
             }],
             transcript: Vec::new(),
+            consent_sent: false,
         };
         if settings.bot_first {
             conversation.move_to(Status::Bot, at, Cause::CustomerMessage, settings);
@@ -562,6 +593,7 @@ impl ConversationState {
                 seq: Some(seq),
                 client_msg_id: None,
                 internal: false,
+                outgoing: None,
             });
         }
     }
@@ -597,6 +629,16 @@ impl ConversationState {
         {
             // unwrap: checked just above.
             let closed = self.current.take().unwrap();
+            let told = closed
+                .transitions
+                .last()
+                .is_some_and(|t| !matches!(t.cause, Cause::Superseded | Cause::LeftChat));
+            if told && !self.contact.blocked {
+                effects.push(Effect::Automated {
+                    conversation: closed.id.clone(),
+                    trigger: Trigger::Closed,
+                });
+            }
             self.history.push(closed.id.clone());
             effects.push(Effect::Archive(Box::new(closed)));
         }
@@ -662,7 +704,10 @@ impl ConversationState {
             },
             settings,
         );
-        Ok(Vec::new())
+        Ok(vec![Effect::Automated {
+            conversation: conversation.id.clone(),
+            trigger: Trigger::Assigned,
+        }])
     }
 
     /// The agent sets the conversation aside until the customer answers.
@@ -710,7 +755,10 @@ impl ConversationState {
             conversation.deadline_ms =
                 Some(at.saturating_add(settings.wrap_up_timeout.as_millis() as i64));
         }
-        Ok(Vec::new())
+        Ok(vec![Effect::Automated {
+            conversation: conversation.id.clone(),
+            trigger: Trigger::Ended,
+        }])
     }
 
     /// The agent finished wrap-up: the conversation closes.
@@ -846,6 +894,10 @@ impl ConversationState {
         {
             return Ok(false);
         }
+        let outgoing = match (&client_msg_id, internal) {
+            (Some(id), false) => Some(format!("{}/agent/{id}", conversation.id)),
+            _ => None,
+        };
         conversation.transcript.push(TranscriptEntry {
             at_ms: at,
             author: Author::Agent {
@@ -857,9 +909,68 @@ impl ConversationState {
             seq: None,
             client_msg_id,
             internal,
+            outgoing,
         });
         conversation.updated_at_ms = at;
         Ok(true)
+    }
+
+    /// Takes the reply token if it is younger than `ttl_ms`: it works once.
+    pub fn take_reply_token(&mut self, now_ms: i64, ttl_ms: i64) -> Option<ReplyToken> {
+        let token = self.reply_token.take()?;
+        (now_ms - token.received_at_ms < ttl_ms).then_some(token)
+    }
+
+    /// Records an automated message in the open conversation's transcript, once per
+    /// `outgoing` id and text; `before_last` puts it ahead of the newest entry (the consent
+    /// notice precedes the agent message it goes out with). Returns whether it was new.
+    pub fn record_automated(
+        &mut self,
+        content: Content,
+        outgoing: String,
+        at: i64,
+        before_last: bool,
+    ) -> bool {
+        let Some(conversation) = &mut self.current else {
+            return false;
+        };
+        let seen = conversation.transcript.iter().any(|e| {
+            e.outgoing.as_ref() == Some(&outgoing)
+                && e.author == Author::Bot
+                && e.content.as_ref() == Some(&content)
+        });
+        if seen {
+            return false;
+        }
+        let entry = TranscriptEntry {
+            at_ms: at,
+            author: Author::Bot,
+            message_id: None,
+            content: Some(content),
+            unsent: false,
+            seq: None,
+            client_msg_id: None,
+            internal: false,
+            outgoing: Some(outgoing),
+        };
+        let at_index = match before_last {
+            true => conversation.transcript.len().saturating_sub(1),
+            false => conversation.transcript.len(),
+        };
+        conversation.transcript.insert(at_index, entry);
+        conversation.updated_at_ms = at;
+        true
+    }
+
+    /// Whether the consent notice must precede the agent's next message; marks it sent.
+    pub fn consent_due(&mut self) -> bool {
+        match &mut self.current {
+            Some(conversation) if !conversation.consent_sent => {
+                conversation.consent_sent = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn expect(

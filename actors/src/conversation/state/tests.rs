@@ -53,6 +53,14 @@ fn text(seq: u64, at: i64, text: &str) -> Inbound {
     )
 }
 
+/// The effects that concern storage and routing (automated messages have their own tests).
+fn routing_only(effects: Vec<Effect>) -> Vec<Effect> {
+    effects
+        .into_iter()
+        .filter(|e| !matches!(e, Effect::Automated { .. }))
+        .collect()
+}
+
 fn status(state: &ConversationState) -> Option<Status> {
     state.current.as_ref().map(|c| c.status)
 }
@@ -306,12 +314,19 @@ fn the_agent_path_active_waiting_active_wrap_up_closed() {
         matches!(&effects[1], Effect::TellAgent { agent, entry, .. } if *agent == alice() && entry.preview() == "I'm back")
     );
 
-    assert!(state.end(&alice(), T0 + 40, &s).unwrap().is_empty());
+    let effects = state.end(&alice(), T0 + 40, &s).unwrap();
+    assert!(matches!(
+        &effects[..],
+        [Effect::Automated {
+            trigger: Trigger::Ended,
+            ..
+        }]
+    ));
     let conversation = state.current.as_ref().unwrap();
     assert_eq!(conversation.status, Status::WrapUp);
     assert!(conversation.capacity_held);
 
-    let effects = state.wrap_up_done(&alice(), T0 + 50, &s).unwrap();
+    let effects = routing_only(state.wrap_up_done(&alice(), T0 + 50, &s).unwrap());
     assert!(matches!(effects[0], Effect::ReleaseCapacity { .. }));
     assert!(matches!(&effects[1], Effect::Archive(c) if c.transitions.len() == 7));
     assert_eq!(state.current, None);
@@ -399,7 +414,7 @@ fn the_queued_timer_closes_the_conversation() {
     state.apply(&text(1, T0, "hi"), &s);
     assert!(state.tick(T0 + 999, &s).is_empty(), "not yet due");
     assert_eq!(status(&state), Some(Status::Queued));
-    let effects = state.tick(T0 + 1_000, &s);
+    let effects = routing_only(state.tick(T0 + 1_000, &s));
     let [Effect::Archive(closed)] = &effects[..] else {
         panic!("archived: {effects:?}");
     };
@@ -416,7 +431,7 @@ fn the_active_timer_closes_and_frees_the_agent() {
     let s = settings();
     let mut state = active_state();
     assert!(state.tick(T0 + 10 + 1_999, &s).is_empty());
-    let effects = state.tick(T0 + 10 + 2_000, &s);
+    let effects = routing_only(state.tick(T0 + 10 + 2_000, &s));
     assert!(matches!(effects[0], Effect::ReleaseCapacity { .. }));
     assert!(matches!(&effects[1], Effect::Archive(c) if c.status == Status::Closed));
 }
@@ -427,7 +442,7 @@ fn the_waiting_timer_closes_the_conversation() {
     let mut state = active_state();
     state.set_waiting(&alice(), T0 + 20, &s).unwrap();
     assert!(state.tick(T0 + 20 + 2_999, &s).is_empty());
-    let effects = state.tick(T0 + 20 + 3_000, &s);
+    let effects = routing_only(state.tick(T0 + 20 + 3_000, &s));
     assert!(matches!(&effects[..], [Effect::Archive(c)] if c.status == Status::Closed));
 }
 
@@ -438,14 +453,14 @@ fn wrap_up_releases_capacity_after_the_hold_then_closes_at_its_timeout() {
     state.end(&alice(), T0 + 20, &s).unwrap();
     assert_eq!(state.deadline_ms(), Some(T0 + 20 + 100));
 
-    let effects = state.tick(T0 + 20 + 100, &s);
+    let effects = routing_only(state.tick(T0 + 20 + 100, &s));
     assert!(matches!(effects[..], [Effect::ReleaseCapacity { .. }]));
     let conversation = state.current.as_ref().unwrap();
     assert_eq!(conversation.status, Status::WrapUp);
     assert!(!conversation.capacity_held);
     assert_eq!(state.deadline_ms(), Some(T0 + 20 + 500));
 
-    let effects = state.tick(T0 + 20 + 500, &s);
+    let effects = routing_only(state.tick(T0 + 20 + 500, &s));
     assert!(matches!(&effects[..], [Effect::Archive(c)] if c.status == Status::Closed));
 }
 
@@ -454,7 +469,7 @@ fn a_late_tick_after_a_long_outage_closes_wrap_up_at_once() {
     let s = settings();
     let mut state = active_state();
     state.end(&alice(), T0 + 20, &s).unwrap();
-    let effects = state.tick(T0 + 10_000, &s);
+    let effects = routing_only(state.tick(T0 + 10_000, &s));
     assert!(matches!(effects[0], Effect::ReleaseCapacity { .. }));
     assert!(matches!(&effects[1], Effect::Archive(_)));
 }
@@ -601,4 +616,103 @@ fn transfer_to_a_queue_or_an_agent_requeues_keeping_the_age() {
         state.transfer(&alice(), TransferTarget::Queue("x".into()), T0, &s),
         Err(TransitionError::InvalidState { .. })
     ));
+}
+
+#[test]
+fn automated_messages_are_due_on_assign_end_and_close_but_not_when_superseded() {
+    let s = settings();
+    let mut state = ConversationState::new(key());
+    state.apply(&text(1, T0, "hello"), &s);
+    let effects = state.assign(&alice(), T0 + 10, &s).unwrap();
+    assert!(matches!(
+        &effects[..],
+        [Effect::Automated {
+            trigger: Trigger::Assigned,
+            ..
+        }]
+    ));
+    let effects = state.end(&alice(), T0 + 20, &s).unwrap();
+    assert!(matches!(
+        &effects[..],
+        [Effect::Automated {
+            trigger: Trigger::Ended,
+            ..
+        }]
+    ));
+    // The customer writes during wrap-up: the old conversation closes without a message.
+    let effects = state.apply(&text(2, T0 + 30, "one more thing"), &s);
+    assert!(!effects.iter().any(|e| matches!(
+        e,
+        Effect::Automated {
+            trigger: Trigger::Closed,
+            ..
+        }
+    )));
+    let effects = state.tick(T0 + 30 + 1_000, &s);
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Automated {
+            trigger: Trigger::Closed,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_reply_token_is_taken_once_while_fresh_and_never_from_a_redelivery() {
+    let s = settings();
+    let mut state = ConversationState::new(key());
+    let mut first = text(1, T0, "hello");
+    first.reply_token = Some("token-1".into());
+    state.apply(&first, &s);
+    assert_eq!(
+        state.take_reply_token(T0 + 100, 50_000).unwrap().token,
+        "token-1"
+    );
+    assert_eq!(state.take_reply_token(T0 + 200, 50_000), None, "used once");
+    let mut late = text(2, T0 + 1_000, "again");
+    late.reply_token = Some("token-2".into());
+    state.apply(&late, &s);
+    assert_eq!(
+        state.take_reply_token(T0 + 1_000 + 50_000, 50_000),
+        None,
+        "expired"
+    );
+    let mut redelivered = text(3, T0 + 2_000, "late copy");
+    redelivered.reply_token = Some("token-3".into());
+    redelivered.redelivery = true;
+    state.apply(&redelivered, &s);
+    assert_eq!(state.take_reply_token(T0 + 2_001, 50_000), None);
+}
+
+#[test]
+fn consent_is_due_once_per_conversation_and_recorded_before_the_agent_message() {
+    let s = settings();
+    let mut state = ConversationState::new(key());
+    state.apply(&text(1, T0, "hello"), &s);
+    state.assign(&alice(), T0 + 1, &s).unwrap();
+    state
+        .agent_wrote(
+            &alice(),
+            Content::Text { text: "Hi!".into() },
+            Some("c1".into()),
+            false,
+            T0 + 2,
+        )
+        .unwrap();
+    assert!(state.consent_due());
+    assert!(!state.consent_due());
+    let notice = Content::Text {
+        text: "This conversation may be recorded.".into(),
+    };
+    let id = "demo.user.Ucustomer.1/agent/c1".to_string();
+    assert!(state.record_automated(notice.clone(), id.clone(), T0 + 2, true));
+    assert!(
+        !state.record_automated(notice, id.clone(), T0 + 2, true),
+        "recorded once"
+    );
+    let transcript = &state.current.as_ref().unwrap().transcript;
+    let n = transcript.len();
+    assert_eq!(transcript[n - 2].author, Author::Bot);
+    assert_eq!(transcript[n - 1].outgoing.as_deref(), Some(id.as_str()));
 }
