@@ -3,13 +3,19 @@
 //! One sled database under `storage.path`; each concern is a tree of its own so that its keys
 //! cannot collide with another's.
 
+mod contacts;
+mod content;
 mod conversations;
 mod group_commit;
 mod journal;
+mod outbox;
 
+pub use contacts::{ContactRecord, SledContacts, CONTACT_FORMAT_VERSION};
+pub use content::{ContentError, ContentMeta, ContentOrigin, ContentStore};
 pub use conversations::{ConversationSummary, ListPage, ListQuery, SledConversationStore};
 pub use group_commit::GroupCommit;
 pub use journal::{AppendOutcome, IncomingEvent, Journal, StoredEvent, JOURNAL_FORMAT_VERSION};
+pub use outbox::{OutboxQueued, OutboxRecord, PlannedRequest, Planner, SentVia, SledOutbox};
 
 use std::path::PathBuf;
 

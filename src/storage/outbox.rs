@@ -1,0 +1,319 @@
+//! The outbox: every message for a customer is stored here before anyone is told it is sent,
+//! then sent at least once by the dispatcher (`crate::outbound`). Push retry keys are stored
+//! with it, so a retry after a crash or restart is recognised by LINE as the same message.
+//!
+//! Tree `outbox`:
+//! - `m` outgoing-id        → [`OutboxRecord`] (JSON, versioned): the message, its LINE
+//!   requests, and its delivery status. Kept after delivery: the transcript shows the status.
+//! - `q` seq(be u64)        → outgoing-id of a message not delivered yet, in the order stored
+//! - `n`                    → the last `q` sequence number
+
+use std::sync::{Arc, OnceLock};
+
+use actix::Recipient;
+use linedesk_actors::conversation::StoreError;
+use linedesk_actors::domain::{DeliveryStatus, Outgoing};
+use linedesk_actors::outbound::Outbox;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::StorageError;
+
+const TREE: &str = "outbox";
+const RECORD: u8 = b'm';
+const PENDING: u8 = b'q';
+const LAST_SEQ: &[u8] = b"n";
+
+/// Record format written by this release.
+pub const OUTBOX_FORMAT_VERSION: u16 = 1;
+
+/// One stored outgoing message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub v: u16,
+    /// Its place in the send order (`q` index).
+    pub seq: u64,
+    pub outgoing: Outgoing,
+    /// LINE requests (≤ 5 messages each), sent in order.
+    pub requests: Vec<PlannedRequest>,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub first_attempt_at_ms: Option<i64>,
+    /// Not before this time (backoff).
+    pub next_attempt_at_ms: i64,
+    /// The reply token was tried (it works once; after that only push).
+    pub reply_tried: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRequest {
+    pub messages: Vec<Value>,
+    /// `X-Line-Retry-Key` of this request's push (a UUID made when it was stored).
+    pub retry_key: String,
+    pub sent: Option<SentVia>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SentVia {
+    Reply,
+    Push,
+}
+
+impl OutboxRecord {
+    /// The first request not sent yet.
+    pub fn next_request(&self) -> Option<usize> {
+        self.requests.iter().position(|r| r.sent.is_none())
+    }
+}
+
+/// Turns an outgoing message into LINE requests, or says why it can't be sent.
+pub type Planner = dyn Fn(&Outgoing) -> Result<Vec<Vec<Value>>, String> + Send + Sync;
+
+/// A message stored and waiting to be sent: what the dispatcher is told.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "()")]
+pub struct OutboxQueued {
+    pub seq: u64,
+    pub id: String,
+}
+
+#[derive(Clone)]
+pub struct SledOutbox {
+    tree: sled::Tree,
+    plan: Arc<Planner>,
+    notify: Arc<OnceLock<Recipient<OutboxQueued>>>,
+}
+
+impl SledOutbox {
+    pub fn open(db: &sled::Db, plan: Arc<Planner>) -> Result<Self, StorageError> {
+        Ok(Self {
+            tree: db.open_tree(TREE)?,
+            plan,
+            notify: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Where to announce newly stored messages (the dispatcher, once started).
+    pub fn notify(&self, to: Recipient<OutboxQueued>) {
+        let _ = self.notify.set(to);
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<OutboxRecord>, StorageError> {
+        match self.tree.get(record_key(id))? {
+            Some(bytes) => decode(id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Messages not delivered yet, in send order.
+    pub fn pending(&self) -> Result<Vec<(u64, String)>, StorageError> {
+        self.tree
+            .scan_prefix([PENDING])
+            .map(|item| {
+                let (key, id) = item?;
+                let seq = u64::from_be_bytes(key[1..9].try_into().map_err(|_| {
+                    StorageError::Corrupt {
+                        key: format!("{key:?}"),
+                        reason: "bad pending key".into(),
+                    }
+                })?);
+                Ok((seq, String::from_utf8_lossy(&id).into_owned()))
+            })
+            .collect()
+    }
+
+    /// Writes a record's progress; a final status takes it off the pending index.
+    pub fn update(&self, record: &OutboxRecord) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(record_key(&record.outgoing.id), encode(record));
+        if record.status.is_final() {
+            batch.remove(pending_key(record.seq).to_vec());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn store(&self, outgoing: &Outgoing) -> Result<Option<u64>, StorageError> {
+        let key = record_key(&outgoing.id);
+        if self.tree.contains_key(&key)? {
+            return Ok(None);
+        }
+        let seq = self.next_seq()?;
+        let (requests, status) = match (self.plan)(outgoing) {
+            Ok(requests) => (
+                requests
+                    .into_iter()
+                    .map(|messages| PlannedRequest {
+                        messages,
+                        retry_key: uuid::Uuid::new_v4().to_string(),
+                        sent: None,
+                    })
+                    .collect(),
+                DeliveryStatus::Queued {
+                    attempts: 0,
+                    last_error: None,
+                },
+            ),
+            Err(reason) => (
+                Vec::new(),
+                DeliveryStatus::Failed {
+                    at_ms: outgoing.created_at_ms,
+                    reason,
+                },
+            ),
+        };
+        let record = OutboxRecord {
+            v: OUTBOX_FORMAT_VERSION,
+            seq,
+            outgoing: outgoing.clone(),
+            requests,
+            status,
+            attempts: 0,
+            first_attempt_at_ms: None,
+            next_attempt_at_ms: 0,
+            reply_tried: false,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(key, encode(&record));
+        if !record.status.is_final() {
+            batch.insert(pending_key(seq).to_vec(), outgoing.id.as_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok((!record.status.is_final()).then_some(seq))
+    }
+
+    fn next_seq(&self) -> Result<u64, StorageError> {
+        let next = self.tree.update_and_fetch(LAST_SEQ, |old| {
+            let last = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((last + 1).to_be_bytes().to_vec())
+        })?;
+        // unwrap: the closure always stores 8 bytes.
+        Ok(u64::from_be_bytes(
+            next.unwrap().as_ref().try_into().unwrap(),
+        ))
+    }
+}
+
+impl Outbox for SledOutbox {
+    fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
+        match self.store(outgoing) {
+            Ok(Some(seq)) => {
+                if let Some(dispatcher) = self.notify.get() {
+                    dispatcher.do_send(OutboxQueued {
+                        seq,
+                        id: outgoing.id.clone(),
+                    });
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(StoreError(e.to_string())),
+        }
+    }
+}
+
+fn record_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(RECORD);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn pending_key(seq: u64) -> [u8; 9] {
+    let mut key = [PENDING; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn encode(record: &OutboxRecord) -> Vec<u8> {
+    // unwrap: plain data serialises to JSON without fail.
+    serde_json::to_vec(record).unwrap()
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<OutboxRecord, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
+        key: format!("outbox/{id}"),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linedesk_actors::domain::{
+        AccountId, AgentId, Content, ConversationId, ConversationKey, LineSource, Origin,
+    };
+
+    fn outgoing(id: &str, text: &str) -> Outgoing {
+        let key = ConversationKey {
+            account: AccountId::parse("demo").unwrap(),
+            source: LineSource::User("U0123456789abcdef0123456789abcdef".into()),
+        };
+        Outgoing {
+            id: id.into(),
+            conversation: ConversationId::new(key.clone(), 1),
+            key,
+            origin: Origin::Agent {
+                agent: AgentId::parse("alice").unwrap(),
+                client_msg_id: "c1".into(),
+            },
+            contents: vec![Content::Text { text: text.into() }],
+            quick_replies: Vec::new(),
+            reply_token: None,
+            show_sender: false,
+            created_at_ms: 1,
+        }
+    }
+
+    fn outbox(db: &sled::Db) -> SledOutbox {
+        let plan: Arc<Planner> = Arc::new(|o: &Outgoing| match &o.contents[0] {
+            Content::Text { text } if text == "unsendable" => Err("no way".into()),
+            _ => Ok(vec![vec![serde_json::json!({"type": "text", "text": "x"})]]),
+        });
+        SledOutbox::open(db, plan).unwrap()
+    }
+
+    #[test]
+    fn a_message_is_stored_once_with_a_retry_key_and_listed_until_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox(&db);
+        assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
+        assert!(
+            !outbox.enqueue(&outgoing("a", "hi")).unwrap(),
+            "stored once"
+        );
+        assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
+        let pending = outbox.pending().unwrap();
+        assert_eq!(pending, vec![(1, "a".to_string()), (2, "b".to_string())]);
+        let mut a = outbox.get("a").unwrap().unwrap();
+        let key = a.requests[0].retry_key.clone();
+        assert_eq!(uuid::Uuid::parse_str(&key).unwrap().get_version_num(), 4);
+        a.requests[0].sent = Some(SentVia::Push);
+        a.status = DeliveryStatus::SentPush { at_ms: 2 };
+        outbox.update(&a).unwrap();
+        assert_eq!(outbox.pending().unwrap(), vec![(2, "b".to_string())]);
+        // Reopened (a restart): the same retry key and the same pending list.
+        drop(outbox);
+        let again = super::SledOutbox::open(&db, Arc::new(|_: &Outgoing| Ok(vec![]))).unwrap();
+        assert_eq!(again.get("a").unwrap().unwrap().requests[0].retry_key, key);
+        assert_eq!(again.pending().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_sent_is_stored_as_failed_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox(&db);
+        assert!(!outbox.enqueue(&outgoing("x", "unsendable")).unwrap());
+        let record = outbox.get("x").unwrap().unwrap();
+        assert!(
+            matches!(record.status, DeliveryStatus::Failed { ref reason, .. } if reason == "no way")
+        );
+        assert!(outbox.pending().unwrap().is_empty());
+    }
+}
