@@ -5,6 +5,7 @@ pub mod agent_ws;
 pub mod cli;
 pub mod line;
 pub mod metrics;
+pub mod outbound;
 pub mod routes;
 pub mod settings;
 pub mod startup;

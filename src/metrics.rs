@@ -44,6 +44,15 @@ pub struct Metrics {
     events_stored: AtomicU64,
     events_duplicate: AtomicU64,
     events_unknown_type: AtomicU64,
+    line_sent_reply: AtomicU64,
+    line_sent_push: AtomicU64,
+    line_failed: AtomicU64,
+    line_retried: AtomicU64,
+    profiles_fetched: AtomicU64,
+    profiles_not_found: AtomicU64,
+    attachments_stored: AtomicU64,
+    attachment_bytes: AtomicU64,
+    attachments_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -59,6 +68,42 @@ impl Metrics {
 
     pub fn webhook_rejected(&self, why: Rejection) {
         self.webhook_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message reached LINE, with a reply token (free) or as a push.
+    pub fn line_sent(&self, reply: bool) {
+        let counter = if reply {
+            &self.line_sent_reply
+        } else {
+            &self.line_sent_push
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn line_failed(&self) {
+        self.line_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn line_retried(&self) {
+        self.line_retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn profile_fetched(&self, found: bool) {
+        let counter = if found {
+            &self.profiles_fetched
+        } else {
+            &self.profiles_not_found
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn attachment_stored(&self, bytes: u64) {
+        self.attachments_stored.fetch_add(1, Ordering::Relaxed);
+        self.attachment_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn attachment_failed(&self) {
+        self.attachments_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn rejected(&self, why: Rejection) -> u64 {
@@ -109,6 +154,47 @@ impl Metrics {
             "linedesk_webhook_events_unknown_type_total",
             "Webhook events of a type linedesk does not know, kept as raw JSON.",
             &[("", load(&self.events_unknown_type))],
+        );
+        counter(
+            "linedesk_line_messages_sent_total",
+            "Outgoing messages LINE accepted, by how they went (reply is free, push is counted against the quota).",
+            &[
+                ("{via=\"reply\"}", load(&self.line_sent_reply)),
+                ("{via=\"push\"}", load(&self.line_sent_push)),
+            ],
+        );
+        counter(
+            "linedesk_line_messages_failed_total",
+            "Outgoing messages given up (refused by LINE, quota used up, retry window over).",
+            &[("", load(&self.line_failed))],
+        );
+        counter(
+            "linedesk_line_retries_total",
+            "Sends to LINE retried after a timeout, 5xx or rate limit.",
+            &[("", load(&self.line_retried))],
+        );
+        counter(
+            "linedesk_line_profiles_fetched_total",
+            "Customer profiles fetched from LINE, by outcome.",
+            &[
+                ("{outcome=\"found\"}", load(&self.profiles_fetched)),
+                ("{outcome=\"not_found\"}", load(&self.profiles_not_found)),
+            ],
+        );
+        counter(
+            "linedesk_attachments_stored_total",
+            "Customer attachments downloaded into the content store.",
+            &[("", load(&self.attachments_stored))],
+        );
+        counter(
+            "linedesk_attachment_bytes_total",
+            "Bytes of customer attachments stored.",
+            &[("", load(&self.attachment_bytes))],
+        );
+        counter(
+            "linedesk_attachments_failed_total",
+            "Customer attachments not stored (too large, or the download failed for good).",
+            &[("", load(&self.attachments_failed))],
         );
         let (batches, commits, flushes) = journal.write_stats();
         counter(

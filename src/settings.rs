@@ -128,6 +128,22 @@ pub struct QueueSettings {
     pub skill_match: String,
     pub offer_timeout_ms: u64,
     pub auto_accept: bool,
+    /// When the queue is too full or a wait too long; none by default.
+    #[serde(default)]
+    pub overflow: Option<OverflowSettings>,
+}
+
+/// Queue overflow: `max_waiting` and/or `max_wait_ms`, then to `to_queue`, or (without it)
+/// the conversation stays and the customer gets the workstream's `overflow` message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverflowSettings {
+    #[serde(default)]
+    pub max_waiting: Option<usize>,
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    #[serde(default)]
+    pub to_queue: Option<String>,
 }
 
 /// A classification rule; rules are tried in file order, first match wins.
@@ -467,6 +483,20 @@ impl Settings {
                     ),
                 ));
             }
+            if let Some(o) = &q.overflow {
+                let key = format!("queues[{i}].overflow");
+                if o.max_waiting.is_none() && o.max_wait_ms.is_none() {
+                    return Err(invalid(key, "needs max_waiting or max_wait_ms"));
+                }
+                if let Some(to) = &o.to_queue {
+                    if to == &q.id || !queues.contains(to.as_str()) {
+                        return Err(invalid(
+                            format!("{key}.to_queue"),
+                            format!("`{to}` is not another configured queue"),
+                        ));
+                    }
+                }
+            }
             if !["exact", "closest"].contains(&q.skill_match.as_str()) {
                 return Err(invalid(
                     format!("queues[{i}].skill_match"),
@@ -575,6 +605,15 @@ impl Settings {
                     },
                     offer_timeout: Duration::from_millis(q.offer_timeout_ms),
                     auto_accept: q.auto_accept,
+                    overflow: q
+                        .overflow
+                        .as_ref()
+                        .map(|o| linedesk_actors::router::actor::OverflowPolicy {
+                            max_waiting: o.max_waiting,
+                            max_wait: o.max_wait_ms.map(Duration::from_millis),
+                            to_queue: o.to_queue.clone(),
+                        })
+                        .unwrap_or_default(),
                 })
             })
             .collect()

@@ -5,19 +5,27 @@
 //! `server.shutdown_timeout_ms`; snapshot every live conversation; then flush sled so that
 //! nothing acknowledged waits in memory.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
+use crate::line::backoff::Backoff;
+use crate::line::client::LineClient;
 use crate::metrics::Metrics;
-use crate::routes::{self, AppState};
+use crate::outbound::{AttachmentFetcher, DispatchSettings, Dispatcher, ProfileFetcher};
+use crate::routes::{self, AppState, OutboundHandles};
 use crate::settings::Settings;
-use crate::storage::{Journal, SledConversationStore};
-use actix::{Actor, Addr};
-use linedesk_actors::agent::Agent;
+use crate::storage::{ContentStore, Journal, SledContacts, SledConversationStore, SledOutbox};
+use actix::{Actor, Addr, Recipient};
+use linedesk_actors::agent::{Agent, AgentEvent};
+use linedesk_actors::domain::{AccountId, AgentId};
+use linedesk_actors::outbound::OutboundLinks;
+use secrecy::SecretString;
 use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
 use linedesk_actors::router::actor::{AttachRouter, Router};
 use linedesk_actors::router::messages::{OpenConversation, RestoreRouting};
@@ -66,17 +74,21 @@ impl Application {
                 .start(),
             })
             .collect();
+        let metrics = Arc::new(Metrics::default());
+        let agent_sinks: Arc<HashMap<AgentId, Recipient<AgentEvent>>> = Arc::new(
+            agents
+                .iter()
+                .map(|a| (a.id.clone(), a.addr.clone().recipient()))
+                .collect(),
+        );
+        let (outbound, outbound_links) =
+            start_outbound(&settings, &db, agent_sinks.clone(), &metrics)?;
         let links = ConversationLinks {
             routing: Arc::new(settings.routing_table()),
             router: Some(router.clone().recipient()),
             positions: Some(router.clone().recipient()),
-            outbound: None,
-            agents: Arc::new(
-                agents
-                    .iter()
-                    .map(|a| (a.id.clone(), a.addr.clone().recipient()))
-                    .collect(),
-            ),
+            outbound: Some(outbound_links),
+            agents: agent_sinks,
         };
         let registry = Registry::new(
             Arc::new(conversations.clone()),
@@ -113,7 +125,6 @@ impl Application {
                 })
                 .collect(),
         });
-        let metrics = Arc::new(Metrics::default());
 
         let bind = settings.server.bind_addr()?;
         let listener =
@@ -128,6 +139,7 @@ impl Application {
             router,
             agents,
             metrics.clone(),
+            outbound,
         ));
         let mut server = HttpServer::new(move || {
             App::new()
@@ -194,4 +206,73 @@ impl Application {
         );
         Ok(())
     }
+}
+
+/// The outbox with its dispatcher, the profile and attachment fetchers: each actor holds its
+/// own LINE client.
+fn start_outbound(
+    settings: &Settings,
+    db: &sled::Db,
+    agents: Arc<HashMap<AgentId, Recipient<AgentEvent>>>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(OutboundHandles, OutboundLinks)> {
+    let line = &settings.line;
+    let outbox = SledOutbox::open(db, crate::outbound::planner(settings))
+        .context("cannot open the outbox")?;
+    let contacts = SledContacts::open(db).context("cannot open the contacts")?;
+    let content = ContentStore::open(db, &settings.storage.path, settings.content.max_bytes)
+        .context("cannot open the content store")?;
+    let tokens: Vec<(AccountId, SecretString)> = settings
+        .accounts
+        .iter()
+        .map(|a| (a.id.clone(), a.channel_access_token.clone()))
+        .collect();
+    let client = LineClient::new(line.endpoints());
+    let backoff = Backoff {
+        base: Duration::from_millis(line.retry_base_ms),
+        max: Duration::from_millis(line.retry_max_ms.max(line.retry_base_ms)),
+        factor: 2.0,
+    };
+    let dispatch = DispatchSettings {
+        reply_token_ttl: Duration::from_millis(line.reply_token_ttl_ms),
+        backoff: backoff.clone(),
+        retry_window: Duration::from_millis(line.retry_window_ms),
+        concurrency: line.concurrency,
+        requests_per_second: line.requests_per_second,
+        burst: line.burst,
+    };
+    let dispatcher = Dispatcher::new(
+        outbox.clone(),
+        client.clone(),
+        tokens.clone(),
+        agents,
+        dispatch,
+        metrics.clone(),
+    )
+    .start();
+    outbox.notify(dispatcher.recipient());
+    let profiles = ProfileFetcher::new(
+        client.clone(),
+        contacts.clone(),
+        tokens.clone(),
+        line.profile_ttl_ms as i64,
+        metrics.clone(),
+    )
+    .start();
+    let attachments =
+        AttachmentFetcher::new(client, content.clone(), tokens, backoff, metrics.clone()).start();
+    let links = OutboundLinks {
+        outbox: Arc::new(outbox.clone()),
+        contacts: Arc::new(contacts.clone()),
+        lookup: Some(profiles.recipient()),
+        reply_token_ttl: Duration::from_millis(line.reply_token_ttl_ms),
+        profile_wait: Duration::from_millis(line.profile_wait_ms),
+    };
+    let handles = OutboundHandles {
+        outbox,
+        contacts,
+        content,
+        attachments: Some(attachments.recipient()),
+    };
+    Ok((handles, links))
 }

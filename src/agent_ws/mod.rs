@@ -28,7 +28,7 @@ pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn token_of(request: &HttpRequest) -> Option<String> {
+pub fn token_of(request: &HttpRequest) -> Option<String> {
     let header = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -70,6 +70,7 @@ pub async fn agent_ws(
         registry: state.registry.clone(),
         journal: state.journal.clone(),
         heartbeat: std::time::Duration::from_millis(state.settings.routing.heartbeat_interval_ms),
+        contacts: state.outbound.contacts.clone(),
     };
     tracing::info!(agent_id = %agent.id, "agent connected");
     AgentSession::create(|ctx| {

@@ -27,7 +27,23 @@ pub enum ClientFrame {
         #[serde(default)]
         image_url: Option<String>,
         #[serde(default)]
+        video_url: Option<String>,
+        /// The still shown before an image or video loads (LINE needs one for video).
+        #[serde(default)]
+        preview_url: Option<String>,
+        #[serde(default)]
+        audio_url: Option<String>,
+        #[serde(default)]
+        duration_ms: Option<i64>,
+        #[serde(default)]
         file_url: Option<String>,
+        #[serde(default)]
+        file_name: Option<String>,
+        #[serde(default)]
+        location: Option<LocationRef>,
+        /// Buttons under the message (≤ 13); a tap sends `text` as the customer.
+        #[serde(default)]
+        quick_replies: Vec<QuickReplyRef>,
     },
     SetWaiting {
         conversation_id: String,
@@ -50,6 +66,24 @@ pub enum ClientFrame {
         text: String,
     },
     Ping {},
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationRef {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickReplyRef {
+    pub label: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -13,14 +13,15 @@ use linedesk_actors::conversation::{
     AgentAction, ApplyAgentAction, AskConversation, Author, ConversationError, Question, Registry,
     TransferTarget, TransitionError,
 };
-use linedesk_actors::domain::{AgentId, Content, ConversationId};
+use linedesk_actors::domain::{AgentId, Content, ConversationId, QuickReply};
+use linedesk_actors::outbound::ContactBook;
 use linedesk_actors::router::actor::Router;
 use linedesk_actors::router::messages::{AcceptOffer, RejectOffer, RoutingError, SetPresence};
 use linedesk_actors::router::Presence;
 use serde_json::{json, Value};
 
 use super::protocol::{self, AgentInfo, ClientFrame, ServerFrame};
-use crate::storage::Journal;
+use crate::storage::{Journal, SledContacts};
 
 /// What a session needs from the rest of the server.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct SessionPorts {
     pub registry: Addr<Registry>,
     pub journal: Journal,
     pub heartbeat: Duration,
+    /// Customers' LINE profiles, for offers.
+    pub contacts: SledContacts,
 }
 
 pub struct AgentSession {
@@ -142,37 +145,83 @@ impl AgentSession {
                 text,
                 sticker,
                 image_url,
+                video_url,
+                preview_url,
+                audio_url,
+                duration_ms,
                 file_url,
+                file_name,
+                location,
+                quick_replies,
             } => {
-                let content = match (text, sticker, image_url, file_url) {
-                    (Some(text), None, None, None) if !text.is_empty() => Content::Text { text },
-                    (None, Some(s), None, None) => Content::Sticker {
+                let content = match (text, sticker, image_url, video_url, audio_url, file_url, location) {
+                    (Some(text), None, None, None, None, None, None) if !text.is_empty() => {
+                        Content::Text { text }
+                    }
+                    (None, Some(s), None, None, None, None, None) => Content::Sticker {
                         package_id: s.package_id,
                         sticker_id: s.sticker_id,
                         keywords: Vec::new(),
                         text: None,
                     },
-                    (None, None, Some(url), None) => Content::Image {
-                        url: Some(url.clone()),
-                        preview_url: Some(url),
+                    (None, None, Some(url), None, None, None, None) => Content::Image {
+                        preview_url: Some(preview_url.unwrap_or_else(|| url.clone())),
+                        url: Some(url),
                     },
-                    (None, None, None, Some(url)) => Content::File {
-                        name: url.rsplit('/').next().unwrap_or("file").to_owned(),
+                    (None, None, None, Some(url), None, None, None) => Content::Video {
+                        url: Some(url),
+                        preview_url,
+                        duration_ms,
+                    },
+                    (None, None, None, None, Some(url), None, None) => Content::Audio {
+                        url: Some(url),
+                        duration_ms,
+                    },
+                    (None, None, None, None, None, Some(url), None) => Content::File {
+                        name: file_name.unwrap_or_else(|| {
+                            url.rsplit('/').next().unwrap_or("file").to_owned()
+                        }),
                         size: None,
                         url: Some(url),
+                    },
+                    (None, None, None, None, None, None, Some(l)) => Content::Location {
+                        title: l.title,
+                        address: l.address,
+                        latitude: l.latitude,
+                        longitude: l.longitude,
                     },
                     _ => {
                         return self.error(
                             "bad_frame",
-                            "a `send` carries exactly one of text (not empty), sticker, image_url, file_url",
+                            "a `send` carries exactly one of text (not empty), sticker, image_url, video_url, audio_url, file_url, location",
                             Some(conversation_id),
                             ctx,
                         )
                     }
                 };
+                // Refused here rather than after storing: nothing is half-sent.
+                if let Err(e) = crate::line::outgoing::line_messages(&content, None) {
+                    return self.error("bad_content", e.to_string(), Some(conversation_id), ctx);
+                }
+                let quick_replies: Vec<QuickReply> = quick_replies
+                    .into_iter()
+                    .map(|q| QuickReply {
+                        label: q.label,
+                        text: q.text,
+                    })
+                    .collect();
+                if quick_replies.len() > 13 || quick_replies.iter().any(|q| q.label.is_empty() || q.text.is_empty()) {
+                    return self.error(
+                        "bad_content",
+                        "quick_replies: at most 13, each with a label and a text",
+                        Some(conversation_id),
+                        ctx,
+                    );
+                }
                 let action = AgentAction::Send {
                     content,
                     client_msg_id: client_msg_id.clone(),
+                    quick_replies,
                 };
                 self.conversation_call(conversation_id, action, Some(client_msg_id), ctx);
             }
@@ -463,11 +512,12 @@ impl AgentSession {
                                 .collect()
                         })
                         .unwrap_or_default();
+                    let profile = act.ports.contacts.cached(&conversation.key).unwrap_or_default();
                     let customer = json!({
                         "user_id": conversation.key.source.chat_id(),
-                        "display_name": Value::Null,
-                        "picture_url": Value::Null,
-                        "language": Value::Null,
+                        "display_name": profile.display_name,
+                        "picture_url": profile.picture_url,
+                        "language": profile.language,
                         "contact": state.contact,
                         "previous_conversations": state.history,
                     });

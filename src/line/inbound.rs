@@ -6,7 +6,7 @@ use linedesk_actors::domain::{Content, Inbound, InboundKind};
 use super::events::{ContentProviderType, Event, EventKind, MessageContent, Source};
 
 /// The domain view of `event`, the journal entry `seq` acknowledged at `received_at_ms`.
-pub fn to_inbound(event: &Event, seq: u64, received_at_ms: i64) -> Inbound {
+pub fn to_inbound(account: &str, event: &Event, seq: u64, received_at_ms: i64) -> Inbound {
     Inbound {
         seq,
         webhook_event_id: event.webhook_event_id.clone(),
@@ -19,16 +19,16 @@ pub fn to_inbound(event: &Event, seq: u64, received_at_ms: i64) -> Inbound {
             .map(str::to_owned),
         reply_token: event.reply_token.clone(),
         redelivery: event.delivery_context.is_redelivery,
-        kind: kind_of(event),
+        kind: kind_of(account, event),
     }
 }
 
-fn kind_of(event: &Event) -> InboundKind {
+fn kind_of(account: &str, event: &Event) -> InboundKind {
     match &event.kind {
         EventKind::Message { message } => InboundKind::Message {
             message_id: message.id().unwrap_or_default().to_owned(),
             quote_token: quote_token(message),
-            content: content_of(message),
+            content: content_of(account, message),
         },
         EventKind::Postback { postback } => InboundKind::Postback {
             data: postback.data.clone(),
@@ -73,24 +73,33 @@ fn quote_token(message: &MessageContent) -> Option<String> {
     }
 }
 
-fn content_of(message: &MessageContent) -> Content {
-    // LINE-hosted content has no URL until linedesk downloads it; external content has one.
-    let external = |p: &super::events::ContentProvider| match p.kind {
+/// Where agents fetch a customer's LINE-hosted media once linedesk downloaded it (relative to
+/// the server; agents authenticate with their token).
+pub fn stored_content_path(account: &str, message_id: &str) -> String {
+    format!(
+        "/api/content/{}",
+        crate::storage::ContentStore::customer_id(account, message_id)
+    )
+}
+
+fn content_of(account: &str, message: &MessageContent) -> Content {
+    // LINE-hosted content is served from linedesk's copy; external content from its provider.
+    let external = |id: &str, p: &super::events::ContentProvider| match p.kind {
         ContentProviderType::External => {
             (p.original_content_url.clone(), p.preview_image_url.clone())
         }
-        _ => (None, None),
+        _ => (Some(stored_content_path(account, id)), None),
     };
     match message {
         MessageContent::Text(m) => Content::Text {
             text: m.text.clone(),
         },
         MessageContent::Image(m) => {
-            let (url, preview_url) = external(&m.content_provider);
+            let (url, preview_url) = external(&m.id, &m.content_provider);
             Content::Image { url, preview_url }
         }
         MessageContent::Video(m) => {
-            let (url, preview_url) = external(&m.content_provider);
+            let (url, preview_url) = external(&m.id, &m.content_provider);
             Content::Video {
                 url,
                 preview_url,
@@ -98,13 +107,13 @@ fn content_of(message: &MessageContent) -> Content {
             }
         }
         MessageContent::Audio(m) => Content::Audio {
-            url: external(&m.content_provider).0,
+            url: external(&m.id, &m.content_provider).0,
             duration_ms: m.duration,
         },
         MessageContent::File(m) => Content::File {
             name: m.file_name.clone(),
             size: Some(m.file_size),
-            url: None,
+            url: Some(stored_content_path(account, &m.id)),
         },
         MessageContent::Location(m) => Content::Location {
             title: m.title.clone(),

@@ -56,3 +56,44 @@ impl FromRequest for Admin {
         ready(if ok { Ok(Admin) } else { Err(Unauthorized) })
     }
 }
+
+/// Present in a handler's arguments: the request carried the admin token or an agent's token
+/// (in `Authorization: Bearer` or, for browsers' `<img src>`, `?token=`).
+pub enum Caller {
+    Admin,
+    Agent(linedesk_actors::domain::AgentId),
+}
+
+impl Caller {
+    pub fn agent(&self) -> Option<&linedesk_actors::domain::AgentId> {
+        match self {
+            Self::Agent(id) => Some(id),
+            Self::Admin => None,
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = Unauthorized;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(state) = request.app_data::<web::Data<AppState>>() else {
+            return ready(Err(Unauthorized));
+        };
+        let Some(given) = crate::agent_ws::token_of(request) else {
+            return ready(Err(Unauthorized));
+        };
+        let digest = Sha256::digest(given.as_bytes());
+        let admin = state.settings.admin.token.expose_secret();
+        if !admin.is_empty() && digest == Sha256::digest(admin.as_bytes()) {
+            return ready(Ok(Caller::Admin));
+        }
+        let agent = state
+            .agents
+            .iter()
+            .find(|a| a.token_digest[..] == digest[..])
+            .map(|a| Caller::Agent(a.id.clone()));
+        ready(agent.ok_or(Unauthorized))
+    }
+}

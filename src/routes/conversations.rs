@@ -143,7 +143,7 @@ pub async fn detail(
         })?;
     let chat = &view.state;
     if let Some(current) = chat.current.as_ref().filter(|c| c.id == id) {
-        return Ok(HttpResponse::Ok().json(render(current, chat, view.restarts)));
+        return Ok(HttpResponse::Ok().json(render(current, chat, view.restarts, &state)));
     }
     let store = state.conversations.clone();
     let archived_id = id.clone();
@@ -152,20 +152,34 @@ pub async fn detail(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
-    Ok(HttpResponse::Ok().json(render(&archived, chat, view.restarts)))
+    Ok(HttpResponse::Ok().json(render(&archived, chat, view.restarts, &state)))
 }
 
-/// The detail document: the conversation, its chat's contact, and a preview per transcript
-/// entry (what an agent sees).
-fn render(conversation: &ConversationRecord, chat: &ConversationState, restarts: u32) -> Value {
+/// The detail document: the conversation, its chat's contact and profile, and per transcript
+/// entry a preview (what an agent sees) and, for what went to the customer, its delivery.
+fn render(
+    conversation: &ConversationRecord,
+    chat: &ConversationState,
+    restarts: u32,
+    state: &AppState,
+) -> Value {
     // unwrap: the record types serialise to JSON without fail.
     let mut doc = serde_json::to_value(conversation).unwrap();
     if let Some(entries) = doc["transcript"].as_array_mut() {
         for (entry, original) in entries.iter_mut().zip(&conversation.transcript) {
             entry["preview"] = Value::String(original.preview());
+            if let Some(outgoing) = &original.outgoing {
+                entry["delivery"] = match state.outbound.outbox.get(outgoing) {
+                    Ok(Some(record)) => serde_json::to_value(&record.status).unwrap(),
+                    Ok(None) => Value::Null,
+                    Err(e) => json!({"status": "unknown", "reason": e.to_string()}),
+                };
+            }
         }
     }
     doc["contact"] = serde_json::to_value(&chat.contact).unwrap();
+    let profile = state.outbound.contacts.get(&chat.key).ok().flatten();
+    doc["profile"] = serde_json::to_value(profile.and_then(|r| r.profile)).unwrap();
     doc["history"] = serde_json::to_value(&chat.history).unwrap();
     doc["actor_restarts"] = json!(restarts);
     doc

@@ -1,6 +1,7 @@
 //! HTTP routes. Every error answer is JSON `{"code": ..., "message": ...}`.
 
 mod admin;
+mod content;
 mod conversations;
 mod error;
 mod health;
@@ -34,6 +35,17 @@ pub struct AppState {
     pub router: Addr<Router>,
     pub agents: Vec<AgentEntry>,
     pub metrics: Arc<Metrics>,
+    pub outbound: OutboundHandles,
+}
+
+/// The stores and actors of the way back to LINE, for handlers.
+#[derive(Clone)]
+pub struct OutboundHandles {
+    pub outbox: crate::storage::SledOutbox,
+    pub contacts: crate::storage::SledContacts,
+    pub content: crate::storage::ContentStore,
+    /// Downloads customers' attachments (not started when no account can be reached).
+    pub attachments: Option<actix::Recipient<crate::outbound::FetchAttachment>>,
 }
 
 impl AppState {
@@ -45,6 +57,7 @@ impl AppState {
         router: Addr<Router>,
         agents: Vec<AgentEntry>,
         metrics: Arc<Metrics>,
+        outbound: OutboundHandles,
     ) -> Self {
         let accounts = settings
             .accounts
@@ -60,6 +73,7 @@ impl AppState {
             router,
             agents,
             metrics,
+            outbound,
         }
     }
 }
@@ -71,8 +85,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api")
                 .route("/conversations", web::get().to(conversations::list))
-                .route("/conversations/{id}", web::get().to(conversations::detail)),
+                .route("/conversations/{id}", web::get().to(conversations::detail))
+                .route("/content", web::post().to(content::upload))
+                .route("/content/{id}", web::get().to(content::private)),
         )
+        .route("/content/{id}", web::get().to(content::public))
         .service(
             web::resource("/line/webhook/{account_id}")
                 .route(web::post().to(webhook::line_webhook))

@@ -17,6 +17,7 @@ use super::{AppState, ErrorBody};
 use crate::line::events::{self, Event, EventKind, MessageContent, Source};
 use crate::line::signature::{self, SignatureError};
 use crate::metrics::Rejection;
+use crate::outbound::FetchAttachment;
 use crate::storage::{IncomingEvent, StorageError};
 
 const SIGNATURE_HEADER: &str = "x-line-signature";
@@ -150,6 +151,10 @@ async fn receive(
         }
     }
 
+    let downloads: Vec<FetchAttachment> = parsed
+        .iter()
+        .filter_map(|(event, _, _)| attachment_of(account, event, &state.settings))
+        .collect();
     let incoming: Vec<IncomingEvent> = parsed
         .into_iter()
         .map(|(event, conversation, raw)| IncomingEvent {
@@ -169,6 +174,12 @@ async fn receive(
         .webhook_accepted(outcome.stored.len(), outcome.duplicates, unknown);
     for (key, seq) in outcome.latest {
         state.registry.do_send(EventsStored { key, seq });
+    }
+    // After the events are safe: a download never holds up LINE's webhook.
+    if let Some(fetcher) = &state.outbound.attachments {
+        for download in downloads {
+            fetcher.do_send(download);
+        }
     }
     tracing::debug!(
         stored = outcome.stored.len(),
@@ -205,6 +216,43 @@ async fn read_body(
 }
 
 /// The conversation an event belongs to: its chat, or the account itself for chat-less events.
+/// The media of a customer's message, to download now (LINE keeps it only briefly), if the
+/// account's workstream accepts attachments.
+fn attachment_of(
+    account: &crate::settings::AccountSettings,
+    event: &Event,
+    settings: &crate::settings::Settings,
+) -> Option<FetchAttachment> {
+    let EventKind::Message { message } = &event.kind else {
+        return None;
+    };
+    let accepted = settings
+        .workstreams
+        .iter()
+        .find(|w| w.account == account.id)
+        .is_none_or(|w| w.customer_attachments);
+    if !accepted {
+        return None;
+    }
+    let (id, provider, name) = match message {
+        MessageContent::Image(m) => (&m.id, Some(&m.content_provider), None),
+        MessageContent::Video(m) => (&m.id, Some(&m.content_provider), None),
+        MessageContent::Audio(m) => (&m.id, Some(&m.content_provider), None),
+        MessageContent::File(m) => (&m.id, None, Some(m.file_name.clone())),
+        _ => return None,
+    };
+    let external_url = provider
+        .filter(|p| p.kind == events::ContentProviderType::External)
+        .and_then(|p| p.original_content_url.clone());
+    Some(FetchAttachment {
+        account: account.id.clone(),
+        message_id: id.clone(),
+        external_url,
+        name,
+        attempt: 0,
+    })
+}
+
 fn conversation_of(account: &AccountId, event: &Event) -> Result<ConversationKey, IdError> {
     let source = match &event.source {
         Some(Source::User { user_id }) => LineSource::user(user_id.as_str())?,

@@ -25,6 +25,14 @@ pub struct LineSection {
 }
 
 impl LineSection {
+    pub fn endpoints(&self) -> crate::line::client::LineEndpoints {
+        crate::line::client::LineEndpoints {
+            api_base: self.api_base.clone(),
+            data_api_base: self.data_api_base.clone(),
+            timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         for (key, url) in [
             ("line.api_base", &self.api_base),

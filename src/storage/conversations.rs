@@ -201,7 +201,12 @@ impl SledConversationStore {
 
     fn decode_event(&self, stored: super::StoredEvent) -> Inbound {
         match events::parse_event(stored.event.get()) {
-            Ok(event) => inbound::to_inbound(&event, stored.seq, stored.received_at_ms),
+            Ok(event) => inbound::to_inbound(
+                stored.conversation.account.as_str(),
+                &event,
+                stored.seq,
+                stored.received_at_ms,
+            ),
             Err(e) => {
                 // Checked before it was stored, so this is damage or a format change: record it
                 // and go on, rather than block the conversation for good.

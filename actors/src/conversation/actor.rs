@@ -159,8 +159,22 @@ impl Conversation {
         let before = shape(state);
         let agent_before = agent_view(state);
         let mut effects = Vec::new();
+        let refuse_media = self
+            .env
+            .links
+            .routing
+            .workstream_of(&self.key.account)
+            .is_some_and(|w| !w.customer_attachments);
         for event in &events {
             effects.extend(state.apply(event, &self.env.settings));
+            if refuse_media && is_media(event) {
+                if let Some(current) = &state.current {
+                    effects.push(Effect::Automated {
+                        conversation: current.id.clone(),
+                        trigger: crate::domain::Trigger::AttachmentRefused,
+                    });
+                }
+            }
         }
         self.unsaved += events.len() as u32;
         let changed = shape(state) != before;
@@ -372,6 +386,20 @@ impl Conversation {
     }
 }
 
+/// A customer's image, video, audio or file.
+fn is_media(event: &crate::domain::Inbound) -> bool {
+    matches!(
+        &event.kind,
+        crate::domain::InboundKind::Message {
+            content: Content::Image { .. }
+                | Content::Video { .. }
+                | Content::Audio { .. }
+                | Content::File { .. },
+            ..
+        }
+    )
+}
+
 /// The current conversation as its agent sees it.
 fn agent_view(
     state: &ConversationState,
@@ -491,6 +519,7 @@ impl Handler<ApplyAgentAction> for Conversation {
                 AgentAction::Send {
                     content,
                     client_msg_id,
+                    quick_replies,
                 } => {
                     if state.contact.blocked {
                         return Err(TransitionError::CustomerBlocked.into());
@@ -510,7 +539,8 @@ impl Handler<ApplyAgentAction> for Conversation {
                     let id = Some(client_msg_id.clone());
                     let stored = state.agent_wrote(agent, content.clone(), id, false, now)?;
                     if stored {
-                        to_customer = Some((content.clone(), client_msg_id.clone()));
+                        to_customer =
+                            Some((content.clone(), client_msg_id.clone(), quick_replies.clone()));
                     }
                     (Vec::new(), stored)
                 }
@@ -531,8 +561,8 @@ impl Handler<ApplyAgentAction> for Conversation {
                     (Vec::new(), state.agent_wrote(agent, note, None, true, now)?)
                 }
             };
-            if let Some((content, client_msg_id)) = to_customer {
-                self.send_agent_message(&msg.agent, content, client_msg_id)?;
+            if let Some((content, client_msg_id, quick_replies)) = to_customer {
+                self.send_agent_message(&msg.agent, content, client_msg_id, quick_replies)?;
             }
             self.carry_out(effects)?;
             self.tell_status(agent_before);
@@ -541,6 +571,22 @@ impl Handler<ApplyAgentAction> for Conversation {
                 self.save()?;
             }
             self.view(changed)
+        });
+        self.handle_result(result, ctx)
+    }
+}
+
+impl Handler<QueueOverflowed> for Conversation {
+    type Result = Result<ConversationView, ConversationError>;
+
+    fn handle(&mut self, msg: QueueOverflowed, ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let result = self.catch_up().and_then(|_| {
+            let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+            let effects = state.overflowed(msg.to_queue.as_deref(), now_ms())?;
+            self.carry_out(effects)?;
+            self.save()?;
+            self.view(true)
         });
         self.handle_result(result, ctx)
     }

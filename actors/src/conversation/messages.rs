@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use crate::domain::{AgentId, Content, ConversationKey};
+use crate::domain::{AgentId, Content, ConversationKey, QuickReply};
 
 use super::state::{ConversationState, TransitionError};
 use super::store::StoreError;
@@ -71,6 +71,8 @@ pub enum AgentAction {
     Send {
         content: Content,
         client_msg_id: String,
+        /// Buttons under the message.
+        quick_replies: Vec<QuickReply>,
     },
     /// A note for agents only.
     Note {
@@ -88,6 +90,14 @@ pub enum AgentAction {
 pub struct ApplyAgentAction {
     pub agent: AgentId,
     pub action: AgentAction,
+}
+
+/// The router moved this waiting conversation on because its queue overflowed (`to_queue`),
+/// or left it in place (`None`); the customer gets the workstream's overflow message.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ConversationView, ConversationError>")]
+pub struct QueueOverflowed {
+    pub to_queue: Option<String>,
 }
 
 /// Writes a snapshot now (shutdown).
@@ -132,6 +142,7 @@ pub struct AskConversation {
 pub enum Question {
     Get,
     Agent(ApplyAgentAction),
+    Overflowed(QueueOverflowed),
     #[cfg(feature = "fault-injection")]
     InjectFault,
 }

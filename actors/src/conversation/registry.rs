@@ -190,6 +190,7 @@ impl Handler<AskConversation> for Registry {
             match msg.question {
                 Question::Get => addr.send(GetConversation).await.map_err(unreachable)?,
                 Question::Agent(action) => addr.send(action).await.map_err(unreachable)?,
+                Question::Overflowed(notice) => addr.send(notice).await.map_err(unreachable)?,
                 #[cfg(feature = "fault-injection")]
                 Question::InjectFault => {
                     addr.send(InjectFault).await.map_err(unreachable)?;

@@ -18,7 +18,8 @@ use super::state::{
 };
 use crate::agent::AgentEvent;
 use crate::conversation::{
-    AgentAction, ApplyAgentAction, AskConversation, ConversationError, Question, Registry,
+    AgentAction, ApplyAgentAction, AskConversation, ConversationError, Question, QueueOverflowed,
+    Registry,
 };
 use crate::domain::{AgentId, ConversationId};
 
@@ -28,7 +29,23 @@ pub struct QueuePolicy {
     pub spec: QueueSpec,
     pub offer_timeout: Duration,
     pub auto_accept: bool,
+    pub overflow: OverflowPolicy,
 }
+
+/// When a queue overflows, and where its conversations go then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverflowPolicy {
+    /// A conversation arriving when this many already wait overflows at once.
+    pub max_waiting: Option<usize>,
+    /// A conversation waiting this long (since it opened) overflows.
+    pub max_wait: Option<Duration>,
+    /// Where overflowing conversations go; `None`: they stay, and the customer is told to
+    /// expect a wait (the workstream's `overflow` message).
+    pub to_queue: Option<String>,
+}
+
+/// How often waiting conversations are checked against their queue's `max_wait`.
+const OVERFLOW_CHECK: Duration = Duration::from_millis(250);
 
 pub struct Router {
     state: RouterState,
@@ -44,6 +61,8 @@ pub struct Router {
     direct: HashMap<ConversationId, WaitingConversation>,
     next_offer: u64,
     stats: RouterStats,
+    /// When waiting conversations reach their queue's `max_wait`, soonest first.
+    overflow_due: std::collections::BTreeSet<(i64, ConversationId)>,
 }
 
 impl Router {
@@ -66,6 +85,98 @@ impl Router {
             direct: HashMap::new(),
             next_offer: 0,
             stats: RouterStats::default(),
+            overflow_due: std::collections::BTreeSet::new(),
+        }
+    }
+
+    fn overflow_policy(&self, queue: &super::state::QueueId) -> OverflowPolicy {
+        self.policies
+            .get(queue.as_str())
+            .map(|p| p.overflow.clone())
+            .unwrap_or_default()
+    }
+
+    /// Queues a conversation, overflowing it at once when its queue is full.
+    fn queue_up(&mut self, waiting: WaitingConversation) {
+        let policy = self.overflow_policy(&waiting.queue);
+        if policy
+            .max_waiting
+            .is_some_and(|max| self.state.waiting_in(&waiting.queue) >= max)
+        {
+            return self.overflow(waiting, &policy);
+        }
+        self.enqueue(waiting, &policy);
+    }
+
+    fn enqueue(&mut self, waiting: WaitingConversation, policy: &OverflowPolicy) {
+        let (conversation, since_ms) = (waiting.conversation.clone(), waiting.since_ms);
+        if let Err(e) = self.state.enqueue(waiting) {
+            tracing::error!(conversation_id = %conversation, error.message = %e, "could not queue conversation");
+            return;
+        }
+        if let Some(max_wait) = policy.max_wait {
+            let due = since_ms.saturating_add(max_wait.as_millis() as i64);
+            self.overflow_due.insert((due, conversation));
+        }
+    }
+
+    /// Moves an overflowing conversation to the overflow queue (no further overflow checks
+    /// there, so overflow can't loop), or keeps it; its conversation tells the customer.
+    fn overflow(&mut self, mut waiting: WaitingConversation, policy: &OverflowPolicy) {
+        let target = policy
+            .to_queue
+            .as_deref()
+            .filter(|q| *q != waiting.queue.as_str() && self.policies.contains_key(*q))
+            .and_then(|q| super::state::QueueId::parse(q).ok());
+        tracing::info!(
+            conversation_id = %waiting.conversation,
+            queue = %waiting.queue,
+            to_queue = target.as_ref().map(|q| q.as_str()),
+            "queue overflow"
+        );
+        if let Some(queue) = &target {
+            waiting.queue = queue.clone();
+        }
+        let conversation = waiting.conversation.clone();
+        if let Err(e) = self.state.enqueue(waiting) {
+            tracing::error!(conversation_id = %conversation, error.message = %e, "could not queue an overflowing conversation");
+        }
+        if let Some(registry) = &self.registry {
+            registry.do_send(AskConversation {
+                key: conversation.key.clone(),
+                question: Question::Overflowed(QueueOverflowed {
+                    to_queue: target.map(|q| q.to_string()),
+                }),
+            });
+        }
+    }
+
+    /// Overflows the conversations that waited their queue's `max_wait`.
+    fn check_overflow(&mut self, ctx: &mut Context<Self>) {
+        let now = crate::conversation::now_ms();
+        let mut moved = false;
+        while let Some((due, conversation)) = self.overflow_due.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.overflow_due.pop_first();
+            // Offered, assigned or gone meanwhile: nothing to do.
+            let Some(waiting) = self.state.dequeue(&conversation) else {
+                continue;
+            };
+            let policy = self.overflow_policy(&waiting.queue);
+            let still_due = policy
+                .max_wait
+                .is_some_and(|w| waiting.since_ms.saturating_add(w.as_millis() as i64) <= now);
+            if still_due {
+                self.overflow(waiting, &policy);
+                moved = true;
+            } else {
+                self.enqueue(waiting, &policy);
+            }
+        }
+        if moved {
+            self.dispatch(ctx);
         }
     }
 
@@ -311,6 +422,12 @@ impl Router {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.policies.values().any(|p| p.overflow.max_wait.is_some()) {
+            ctx.run_interval(OVERFLOW_CHECK, |act, ctx| act.check_overflow(ctx));
+        }
+    }
 }
 
 /// Wires the router to its agents and to the conversation registry (both start after it).
@@ -370,11 +487,7 @@ impl Handler<ConversationNotice> for Router {
                 };
                 match direct_to {
                     Some(target) => self.offer_directly(waiting, target, ctx),
-                    None => {
-                        if let Err(e) = self.state.enqueue(waiting) {
-                            tracing::error!(conversation_id = %conversation, error.message = %e, "could not queue conversation");
-                        }
-                    }
+                    None => self.queue_up(waiting),
                 }
             }
             ConversationNotice::Released {
@@ -516,9 +629,9 @@ impl Handler<RestoreRouting> for Router {
                         since_ms: open.since_ms,
                         units: routing.units,
                     };
-                    if self.state.enqueue(waiting).is_ok() {
-                        restored += 1;
-                    }
+                    let policy = self.overflow_policy(&waiting.queue);
+                    self.enqueue(waiting, &policy);
+                    restored += 1;
                 }
                 (status, Some(agent)) => {
                     let holds_capacity = status == Status::Active

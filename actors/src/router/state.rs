@@ -642,6 +642,8 @@ struct QueueEntry {
     shared_groups: FxMap<(ReqId, u32), GroupId>,
     /// The first conversation of each group.
     heads: BTreeSet<(ConvKey, GroupId)>,
+    /// Conversations waiting in this queue (for overflow limits).
+    waiting: usize,
 }
 
 /// Waiting conversations that are interchangeable for eligibility.
@@ -780,6 +782,7 @@ impl RouterState {
             skills: BTreeMap::new(),
             shared_groups: FxMap::default(),
             heads: BTreeSet::new(),
+            waiting: 0,
         });
         self.queue_slots.insert(id.clone(), qs);
         self.sort_queue_order();
@@ -1151,6 +1154,13 @@ impl RouterState {
         Some((entry.assigned, entry.offered, entry.capacity))
     }
 
+    /// Conversations waiting in `queue` (0 for an unknown queue). O(1).
+    pub fn waiting_in(&self, queue: &QueueId) -> usize {
+        self.queue_slots
+            .get(queue)
+            .map_or(0, |&qs| self.queues[qs].waiting)
+    }
+
     /// 1-based place of a waiting conversation within its queue in serving order, whether or
     /// not an agent could take the ones ahead. O(G + k): G groups, k conversations ahead.
     pub fn position(&self, conversation: &ConversationId) -> Option<usize> {
@@ -1461,6 +1471,7 @@ impl RouterState {
         }
         group.members.insert(key);
         self.waiting += 1;
+        self.queues[qs].waiting += 1;
         id
     }
 
@@ -1476,6 +1487,7 @@ impl RouterState {
         }
         self.waiting -= 1;
         let queue = &mut self.queues[group.queue];
+        queue.waiting -= 1;
         if was_head {
             queue.heads.remove(&(key.clone(), id));
             if let Some(next) = group.members.first() {

@@ -7,7 +7,7 @@ use super::Conversation;
 use crate::conversation::messages::ConversationError;
 use crate::conversation::state::{Cause, RoutingInfo, Status};
 use crate::conversation::ConversationRecordId;
-use crate::domain::{AgentId, Content, CustomerProfile, Origin, Outgoing, Trigger};
+use crate::domain::{AgentId, Content, CustomerProfile, Origin, Outgoing, QuickReply, Trigger};
 use crate::outbound::LookupProfile;
 use crate::router::messages::{ConversationNotice, GetQueuePosition};
 use crate::workstream::{classify, ClassifyInput, Slots};
@@ -241,6 +241,7 @@ impl Conversation {
         agent: &AgentId,
         content: Content,
         client_msg_id: String,
+        quick_replies: Vec<QuickReply>,
     ) -> Result<(), ConversationError> {
         let Some(outbound) = self.env.links.outbound.clone() else {
             return Ok(());
@@ -287,7 +288,7 @@ impl Conversation {
                 client_msg_id,
             },
             contents,
-            quick_replies: Vec::new(),
+            quick_replies,
             reply_token: state.take_reply_token(now, outbound.reply_token_ttl.as_millis() as i64),
             show_sender: workstream.is_some_and(|w| w.show_sender),
             created_at_ms: now,

@@ -915,6 +915,39 @@ impl ConversationState {
         Ok(true)
     }
 
+    /// The router moved the waiting conversation on because its queue overflowed: to
+    /// `to_queue`, or nowhere (it keeps its place; the customer is told it will take a while).
+    pub fn overflowed(
+        &mut self,
+        to_queue: Option<&str>,
+        at: i64,
+    ) -> Result<Vec<Effect>, TransitionError> {
+        let conversation = self.expect(&[Status::Queued], "overflowed")?;
+        let text = match (to_queue, conversation.routing.as_mut()) {
+            (Some(queue), Some(routing)) => {
+                let from = std::mem::replace(&mut routing.queue, queue.to_owned());
+                format!("queue `{from}` overflowed: moved to `{queue}`")
+            }
+            _ => "queue overflowed: the customer was told to expect a wait".to_owned(),
+        };
+        conversation.transcript.push(TranscriptEntry {
+            at_ms: at,
+            author: Author::System,
+            message_id: None,
+            content: Some(Content::Text { text }),
+            unsent: false,
+            seq: None,
+            client_msg_id: None,
+            internal: true,
+            outgoing: None,
+        });
+        conversation.updated_at_ms = at;
+        Ok(vec![Effect::Automated {
+            conversation: conversation.id.clone(),
+            trigger: Trigger::Overflow,
+        }])
+    }
+
     /// Takes the reply token if it is younger than `ttl_ms`: it works once.
     pub fn take_reply_token(&mut self, now_ms: i64, ttl_ms: i64) -> Option<ReplyToken> {
         let token = self.reply_token.take()?;
