@@ -6,5 +6,6 @@
 pub mod backoff;
 pub mod events;
 pub mod inbound;
+pub mod outgoing;
 pub mod rate_limit;
 pub mod signature;
