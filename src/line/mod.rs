@@ -4,6 +4,7 @@
 //! outbox applies around the client.
 
 pub mod backoff;
+pub mod client;
 pub mod events;
 pub mod inbound;
 pub mod outgoing;
