@@ -314,7 +314,10 @@ async fn send(
             }
         }
         let request = &record.requests[i];
-        let to = record.outgoing.key.source.chat_id().to_owned();
+        let Some(to) = record.outgoing.key.source.chat_id().map(str::to_owned) else {
+            let reason = "this chat has no LINE id to push to".to_owned();
+            return (record, Err(Failure::Final(reason)));
+        };
         match client
             .push(&token, &to, &request.messages, &request.retry_key)
             .await

@@ -44,8 +44,14 @@ pub fn test_settings(data: &Path) -> Settings {
     settings.server.workers = 2;
     settings.server.shutdown_timeout_ms = 5_000;
     settings.storage.path = data.join("db");
+    // LINE is never reached from tests: a closed loopback port until a test brings a fake.
+    settings.line.api_base = NO_LINE.into();
+    settings.line.data_api_base = NO_LINE.into();
     settings
 }
+
+/// A loopback address nothing listens on: calls to LINE fail at once.
+pub const NO_LINE: &str = "http://127.0.0.1:9";
 
 pub struct TestApp {
     pub address: String,
@@ -262,6 +268,8 @@ impl ServerProcess {
             // Open websockets hold a graceful stop up to this long.
             .env("LINEDESK__SERVER__SHUTDOWN_TIMEOUT_MS", "5000")
             .env("LINEDESK__STORAGE__PATH", data.join("db"))
+            .env("LINEDESK__LINE__API_BASE", NO_LINE)
+            .env("LINEDESK__LINE__DATA_API_BASE", NO_LINE)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
