@@ -23,13 +23,13 @@ use crate::settings::Settings;
 use crate::storage::{ContentStore, Journal, SledContacts, SledConversationStore, SledOutbox};
 use actix::{Actor, Addr, Recipient};
 use linedesk_actors::agent::{Agent, AgentEvent};
+use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
 use linedesk_actors::domain::{AccountId, AgentId};
 use linedesk_actors::outbound::OutboundLinks;
-use secrecy::SecretString;
-use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
 use linedesk_actors::router::actor::{AttachRouter, Router};
 use linedesk_actors::router::messages::{OpenConversation, RestoreRouting};
 use secrecy::ExposeSecret;
+use secrecy::SecretString;
 
 use crate::agent_ws::AgentEntry;
 
@@ -131,16 +131,17 @@ impl Application {
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let address = listener.local_addr()?;
 
-        let state = web::Data::new(AppState::new(
-            settings.clone(),
-            journal.clone(),
+        let state = web::Data::new(AppState {
+            accounts: AppState::accounts_by_id(&settings),
+            settings: settings.clone(),
+            journal: journal.clone(),
             conversations,
-            registry.clone(),
+            registry: registry.clone(),
             router,
             agents,
-            metrics.clone(),
+            metrics: metrics.clone(),
             outbound,
-        ));
+        });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -235,7 +236,7 @@ fn start_outbound(
     };
     let dispatch = DispatchSettings {
         reply_token_ttl: Duration::from_millis(line.reply_token_ttl_ms),
-        backoff: backoff.clone(),
+        backoff,
         retry_window: Duration::from_millis(line.retry_window_ms),
         concurrency: line.concurrency,
         requests_per_second: line.requests_per_second,

@@ -210,7 +210,11 @@ impl AgentSession {
                         text: q.text,
                     })
                     .collect();
-                if quick_replies.len() > 13 || quick_replies.iter().any(|q| q.label.is_empty() || q.text.is_empty()) {
+                if quick_replies.len() > 13
+                    || quick_replies
+                        .iter()
+                        .any(|q| q.label.is_empty() || q.text.is_empty())
+                {
                     return self.error(
                         "bad_content",
                         "quick_replies: at most 13, each with a label and a text",

@@ -107,7 +107,9 @@ impl Dispatcher {
                 self.waiting.insert(seq, waiting);
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error.message = %e, outgoing_id = %id, "unreadable outbox record; it stays unsent"),
+            Err(e) => {
+                tracing::error!(error.message = %e, outgoing_id = %id, "unreadable outbox record; it stays unsent")
+            }
         }
     }
 
@@ -127,7 +129,8 @@ impl Dispatcher {
                 continue;
             }
             if waiting.not_before_ms > now {
-                next_wake = Some(next_wake.map_or(waiting.not_before_ms, |w| w.min(waiting.not_before_ms)));
+                next_wake =
+                    Some(next_wake.map_or(waiting.not_before_ms, |w| w.min(waiting.not_before_ms)));
                 continue;
             }
             match self.accounts.get_mut(&waiting.key.account) {
@@ -188,11 +191,14 @@ impl Dispatcher {
         let reply_ttl = self.settings.reply_token_ttl;
         let outbox = self.outbox.clone();
         let send = async move { send(client, outbox, token, record, reply_ttl).await };
-        ctx.spawn(send.into_actor(self).map(move |(record, outcome), act, ctx| {
-            act.busy.remove(&record.outgoing.key);
-            act.finish(seq, record, outcome);
-            act.pump(ctx);
-        }));
+        ctx.spawn(
+            send.into_actor(self)
+                .map(move |(record, outcome), act, ctx| {
+                    act.busy.remove(&record.outgoing.key);
+                    act.finish(seq, record, outcome);
+                    act.pump(ctx);
+                }),
+        );
     }
 
     /// Records what happened to a message and tells its agent.
@@ -202,7 +208,10 @@ impl Dispatcher {
         let first = *record.first_attempt_at_ms.get_or_insert(now);
         let status = match outcome {
             Ok(()) => {
-                let pushed = record.requests.iter().any(|r| r.sent == Some(SentVia::Push));
+                let pushed = record
+                    .requests
+                    .iter()
+                    .any(|r| r.sent == Some(SentVia::Push));
                 if pushed {
                     self.metrics.line_sent(false);
                     DeliveryStatus::SentPush { at_ms: now }
@@ -258,7 +267,14 @@ impl Dispatcher {
         } else if let Some(waiting) = self.waiting.get_mut(&seq) {
             waiting.not_before_ms = record.next_attempt_at_ms;
         }
-        if let (Origin::Agent { agent, client_msg_id }, true) = (&record.outgoing.origin, tell) {
+        if let (
+            Origin::Agent {
+                agent,
+                client_msg_id,
+            },
+            true,
+        ) = (&record.outgoing.origin, tell)
+        {
             if let Some(sink) = self.agents.get(agent) {
                 sink.do_send(AgentEvent::Delivery {
                     conversation: record.outgoing.conversation.clone(),
@@ -289,7 +305,11 @@ async fn send(
             .outgoing
             .reply_token
             .as_ref()
-            .filter(|t| !record.reply_tried && i == 0 && now_ms() - t.received_at_ms < reply_ttl.as_millis() as i64)
+            .filter(|t| {
+                !record.reply_tried
+                    && i == 0
+                    && now_ms() - t.received_at_ms < reply_ttl.as_millis() as i64
+            })
             .map(|t| t.token.clone());
         if let Some(reply_token) = reply_token {
             // Saved first: after a crash mid-request the token is not tried again.
@@ -340,13 +360,18 @@ impl Actor for Dispatcher {
         match self.outbox.pending() {
             Ok(pending) => {
                 if !pending.is_empty() {
-                    tracing::info!(messages = pending.len(), "sending what the outbox still holds");
+                    tracing::info!(
+                        messages = pending.len(),
+                        "sending what the outbox still holds"
+                    );
                 }
                 for (seq, id) in pending {
                     self.track(seq, id);
                 }
             }
-            Err(e) => tracing::error!(error.message = %e, "cannot read the outbox; unsent messages wait for the next start"),
+            Err(e) => {
+                tracing::error!(error.message = %e, "cannot read the outbox; unsent messages wait for the next start")
+            }
         }
         self.pump(ctx);
     }

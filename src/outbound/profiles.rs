@@ -67,8 +67,7 @@ impl Handler<LookupProfile> for ProfileFetcher {
             return Box::pin(async move { record.profile });
         }
         // Only one-to-one chats have a profile (group members would need the member API).
-        let (LineSource::User(user_id), Some(token)) =
-            (&key.source, self.tokens.get(&key.account))
+        let (LineSource::User(user_id), Some(token)) = (&key.source, self.tokens.get(&key.account))
         else {
             return Box::pin(async { None });
         };

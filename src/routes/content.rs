@@ -31,7 +31,9 @@ pub async fn upload(
     let too_large = || {
         ErrorBody::new(
             "payload_too_large",
-            format!("the file is larger than content.max_bytes ({limit} bytes); nothing was stored"),
+            format!(
+                "the file is larger than content.max_bytes ({limit} bytes); nothing was stored"
+            ),
         )
         .respond(StatusCode::PAYLOAD_TOO_LARGE)
     };
@@ -55,7 +57,8 @@ pub async fn upload(
         body.extend_from_slice(&chunk);
     }
     if body.is_empty() {
-        return ErrorBody::new("bad_request", "the upload is empty").respond(StatusCode::BAD_REQUEST);
+        return ErrorBody::new("bad_request", "the upload is empty")
+            .respond(StatusCode::BAD_REQUEST);
     }
     let content_type = request
         .headers()
@@ -101,9 +104,8 @@ pub async fn private(
 }
 
 fn serve(state: &AppState, id: &str, allowed: impl Fn(&ContentMeta) -> bool) -> HttpResponse {
-    let not_found = || {
-        ErrorBody::new("not_found", format!("no content `{id}`")).respond(StatusCode::NOT_FOUND)
-    };
+    let not_found =
+        || ErrorBody::new("not_found", format!("no content `{id}`")).respond(StatusCode::NOT_FOUND);
     match state.outbound.content.read(id) {
         Ok(Some((meta, bytes))) if allowed(&meta) => {
             let mut response = HttpResponse::Ok();
@@ -115,7 +117,10 @@ fn serve(state: &AppState, id: &str, allowed: impl Fn(&ContentMeta) -> bool) -> 
             // Ids never change content: cache freely.
             response.insert_header((header::CACHE_CONTROL, "private, max-age=86400, immutable"));
             if let Some(name) = &meta.name {
-                let safe: String = name.chars().filter(|c| !c.is_control() && *c != '"').collect();
+                let safe: String = name
+                    .chars()
+                    .filter(|c| !c.is_control() && *c != '"')
+                    .collect();
                 response.insert_header((
                     header::CONTENT_DISPOSITION,
                     format!("inline; filename=\"{safe}\""),

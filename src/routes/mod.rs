@@ -49,32 +49,13 @@ pub struct OutboundHandles {
 }
 
 impl AppState {
-    pub fn new(
-        settings: Arc<Settings>,
-        journal: Journal,
-        conversations: SledConversationStore,
-        registry: Addr<Registry>,
-        router: Addr<Router>,
-        agents: Vec<AgentEntry>,
-        metrics: Arc<Metrics>,
-        outbound: OutboundHandles,
-    ) -> Self {
-        let accounts = settings
+    /// Accounts by id, as `accounts` holds them.
+    pub fn accounts_by_id(settings: &Settings) -> HashMap<String, AccountSettings> {
+        settings
             .accounts
             .iter()
             .map(|a| (a.id.to_string(), a.clone()))
-            .collect();
-        Self {
-            settings,
-            accounts,
-            journal,
-            conversations,
-            registry,
-            router,
-            agents,
-            metrics,
-            outbound,
-        }
+            .collect()
     }
 }
 

@@ -47,6 +47,8 @@ pub fn test_settings(data: &Path) -> Settings {
     // LINE is never reached from tests: a closed loopback port until a test brings a fake.
     settings.line.api_base = NO_LINE.into();
     settings.line.data_api_base = NO_LINE.into();
+    // Transcripts hold only what a test wrote; tests of automated messages put them back.
+    settings.automated_messages.clear();
     settings
 }
 

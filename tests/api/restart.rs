@@ -143,6 +143,7 @@ async fn json_logs_name_the_accounts_and_never_show_secrets_or_customer_text() {
     }
 }
 
+/// What the customer wrote, in transcript order (automated messages left out).
 async fn transcript(address: &str, id: &str) -> Vec<String> {
     let client = awc::Client::builder().timeout(PATIENCE).finish();
     let answer =
@@ -152,6 +153,7 @@ async fn transcript(address: &str, id: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["author"]["type"] == "customer")
         .map(|e| e["preview"].as_str().unwrap().to_owned())
         .collect()
 }

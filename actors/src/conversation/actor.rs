@@ -539,8 +539,11 @@ impl Handler<ApplyAgentAction> for Conversation {
                     let id = Some(client_msg_id.clone());
                     let stored = state.agent_wrote(agent, content.clone(), id, false, now)?;
                     if stored {
-                        to_customer =
-                            Some((content.clone(), client_msg_id.clone(), quick_replies.clone()));
+                        to_customer = Some((
+                            content.clone(),
+                            client_msg_id.clone(),
+                            quick_replies.clone(),
+                        ));
                     }
                     (Vec::new(), stored)
                 }

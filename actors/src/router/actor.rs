@@ -424,7 +424,11 @@ impl Actor for Router {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if self.policies.values().any(|p| p.overflow.max_wait.is_some()) {
+        if self
+            .policies
+            .values()
+            .any(|p| p.overflow.max_wait.is_some())
+        {
             ctx.run_interval(OVERFLOW_CHECK, |act, ctx| act.check_overflow(ctx));
         }
     }

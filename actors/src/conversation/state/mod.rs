@@ -969,7 +969,7 @@ impl ConversationState {
         };
         let seen = conversation.transcript.iter().any(|e| {
             e.outgoing.as_ref() == Some(&outgoing)
-                && e.author == Author::Bot
+                && e.author == Author::System
                 && e.content.as_ref() == Some(&content)
         });
         if seen {
@@ -977,7 +977,7 @@ impl ConversationState {
         }
         let entry = TranscriptEntry {
             at_ms: at,
-            author: Author::Bot,
+            author: Author::System,
             message_id: None,
             content: Some(content),
             unsent: false,

@@ -713,6 +713,6 @@ fn consent_is_due_once_per_conversation_and_recorded_before_the_agent_message() 
     );
     let transcript = &state.current.as_ref().unwrap().transcript;
     let n = transcript.len();
-    assert_eq!(transcript[n - 2].author, Author::Bot);
+    assert_eq!(transcript[n - 2].author, Author::System);
     assert_eq!(transcript[n - 1].outgoing.as_deref(), Some(id.as_str()));
 }
