@@ -6,6 +6,5 @@ mod conversations;
 mod helpers;
 mod line_payloads;
 mod line_schema;
-mod openapi;
 mod restart;
 mod webhook;
