@@ -3,6 +3,7 @@
 mod agents;
 mod cli;
 mod conversations;
+mod fake_line;
 mod helpers;
 mod line_payloads;
 mod line_schema;
