@@ -1,11 +1,16 @@
-//! The command line: `linedesk serve` and `linedesk accounts`.
+//! The command line: `linedesk serve`, `linedesk accounts` and `linedesk fake-line`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use linedesk_actors::domain::AccountId;
+use secrecy::ExposeSecret;
 
+use crate::fake_line::{FakeChannel, FakeLine, FakeLineConfig, SimulatedCustomers};
 use crate::settings::{mask, Settings};
 use crate::startup::Application;
 
@@ -30,6 +35,92 @@ pub enum Command {
     Serve,
     /// Print every configured LINE account with its callback URL (secrets masked).
     Accounts,
+    /// Run a fake LINE platform on loopback (for tests, the demo and load generation): LINE's
+    /// Messaging API for linedesk to call, and signed webhooks toward linedesk.
+    FakeLine(FakeLineArgs),
+}
+
+/// Options of `linedesk fake-line`. Token and secret default to those of `--account` in the
+/// settings (so `LINEDESK__ACCOUNTS__DEMO__...` overrides apply).
+#[derive(Debug, Args)]
+pub struct FakeLineArgs {
+    /// Address to listen on; loopback only. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+    /// The account the fake serves as a LINE channel.
+    #[arg(long, default_value = "demo")]
+    pub account: String,
+    /// Channel access token linedesk must present (default: the account's).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Channel secret the webhooks are signed with (default: the account's).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// linedesk's base URL; webhooks go to {URL}/line/webhook/{account}. Loopback only.
+    #[arg(long, value_name = "URL")]
+    pub webhook_target: Option<String>,
+    /// Simulated customers writing to linedesk (needs --webhook-target).
+    #[arg(long, default_value_t = 0)]
+    pub customers: usize,
+    /// Each simulated customer writes once per interval.
+    #[arg(long, default_value_t = 5000)]
+    pub interval_ms: u64,
+    /// Messages the simulated customers send in total.
+    #[arg(long, default_value_t = 100)]
+    pub max_messages: usize,
+    /// The simulated customers stop after this long even if messages remain.
+    #[arg(long, default_value_t = 3_600_000)]
+    pub duration_ms: u64,
+}
+
+impl FakeLineArgs {
+    /// The fake's configuration: one channel, from the options and the settings' account.
+    pub fn config(&self, settings: &Settings) -> anyhow::Result<FakeLineConfig> {
+        if !self.bind.ip().is_loopback() {
+            anyhow::bail!(
+                "--bind {}: the fake LINE platform only listens on loopback addresses \
+                 (127.0.0.1, ::1)",
+                self.bind
+            );
+        }
+        let account = settings.account(&self.account);
+        let token = match (&self.token, account) {
+            (Some(token), _) => token.clone(),
+            (None, Some(account)) => account.channel_access_token.expose_secret().to_owned(),
+            (None, None) => anyhow::bail!(
+                "--account {}: no such account in the settings; give --token and --secret",
+                self.account
+            ),
+        };
+        let secret = match (&self.secret, account) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(account)) => account.channel_secret.expose_secret().to_owned(),
+            (None, None) => anyhow::bail!(
+                "--account {}: no such account in the settings; give --secret",
+                self.account
+            ),
+        };
+        let id = AccountId::parse(self.account.clone()).context("--account")?;
+        if self.customers > 0 && self.webhook_target.is_none() {
+            anyhow::bail!("--customers needs --webhook-target (where linedesk listens)");
+        }
+        Ok(FakeLineConfig {
+            bind: self.bind,
+            channels: vec![FakeChannel::new(id, token, secret)],
+            webhook_target: self.webhook_target.clone(),
+            ..FakeLineConfig::default()
+        })
+    }
+
+    fn customers(&self) -> SimulatedCustomers {
+        SimulatedCustomers {
+            account: Some(self.account.clone()),
+            customers: self.customers,
+            interval: Duration::from_millis(self.interval_ms),
+            max_messages: self.max_messages,
+            duration: Duration::from_millis(self.duration_ms),
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +131,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_accounts(&settings, &mut std::io::stdout().lock())?;
             Ok(())
         }
+        Command::FakeLine(args) => fake_line(settings, args),
+    }
+}
+
+fn fake_line(settings: Settings, args: FakeLineArgs) -> anyhow::Result<()> {
+    let config = args.config(&settings)?;
+    crate::telemetry::init(&settings.log)?;
+    actix_web::rt::System::new().block_on(async move {
+        let fake = FakeLine::start(config).context("cannot start the fake LINE platform")?;
+        // The first line on stdout, as for `serve`: scripts and tests read the port from it.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {}", fake.base_url())?;
+        stdout.flush()?;
+        drop(stdout);
+        if args.customers > 0 {
+            let customers = args.customers();
+            let driver = fake.clone();
+            actix_web::rt::spawn(async move {
+                let report = customers.run(&driver).await;
+                println!(
+                    "customers done: {} sent, {} accepted, {} refused, {} failed",
+                    report.sent, report.accepted, report.refused, report.failed
+                );
+                tracing::info!(
+                    sent = report.sent,
+                    accepted = report.accepted,
+                    refused = report.refused,
+                    failed = report.failed,
+                    "simulated customers done"
+                );
+            });
+        }
+        shutdown_signal().await?;
+        fake.stop().await;
+        Ok(())
+    })
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot watch SIGINT")?,
+            _ = terminate.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
     }
 }
 

@@ -1,8 +1,8 @@
 //! The LINE webhook event objects, as typed serde values.
 //!
 //! LINE POSTs `{"destination": .., "events": [..]}` to the webhook; this module owns the shape of
-//! one element of `events` (see `tests/line-openapi/webhook.yml`, the authoritative schema, and
-//! section 1 of the LINE reference notes). The webhook route verifies the signature, stores each
+//! one element of `events` (see `src/fake_line/line-openapi/webhook.yml`, the authoritative
+//! schema, and section 1 of the LINE reference notes). The webhook route verifies the signature, stores each
 //! event's raw JSON, and calls [`parse_event`] to turn it into an [`Event`] for the actors.
 //!
 //! Two rules shape the types:

@@ -870,43 +870,14 @@ mod tests {
     /// request against `ReplyMessageRequest` and `PushMessageRequest` (at most 5 messages,
     /// at most 13 quick replies, a sender name of at most 20 characters).
     mod schema {
-        use std::sync::OnceLock;
-
         use super::*;
 
-        fn components() -> &'static Value {
-            static COMPONENTS: OnceLock<Value> = OnceLock::new();
-            COMPONENTS.get_or_init(|| {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/line-openapi/messaging-api.yml");
-                let text = std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-                let document: Value = serde_yaml_ng::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
-                document["components"].clone()
-            })
-        }
-
         fn check(schema: &str, instance: &Value) {
-            let root = json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "$ref": format!("#/components/schemas/{schema}"),
-                "components": components(),
-            });
-            let validator = jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
-                .should_validate_formats(true)
-                .build(&root)
-                .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"));
-            let errors: Vec<String> = validator
-                .iter_errors(instance)
-                .map(|e| format!("{}: {e}", e.instance_path().as_str()))
-                .collect();
-            assert!(
-                errors.is_empty(),
-                "{instance} breaks {schema}:\n{}",
-                errors.join("\n")
-            );
+            let verdict =
+                crate::fake_line::schema::OpenApi::messaging_api().validate(schema, instance);
+            if let Err(errors) = verdict {
+                panic!("{instance} breaks {schema}:\n{}", errors.join("\n"));
+            }
         }
 
         fn subtype(message: &Value) -> String {

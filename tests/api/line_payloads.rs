@@ -1,7 +1,7 @@
 //! Webhook payloads as LINE sends them: one event per event type and per message type.
 //!
-//! `tests/line-openapi/webhook.yml` has no `example:` values, so these are built by hand from its
-//! field definitions (required and optional fields, enums, formats) and from section 1 of
+//! `src/fake_line/line-openapi/webhook.yml` has no `example:` values, so these are built by hand
+//! from its field definitions (required and optional fields, enums, formats) and from section 1 of
 //! `line-messaging-api.md`. Where the schema is loose the values follow LINE's real formats:
 //! user IDs are `U` + 32 hex, group IDs `C` + 32 hex, room IDs `R` + 32 hex, `webhookEventId` is
 //! a ULID whose time part is the event's `timestamp`, timestamps are epoch milliseconds and

@@ -1,32 +1,21 @@
 //! Contract tests against LINE's own OpenAPI files: our webhook fixtures must be what LINE sends,
 //! our parser must read all of them, and the schema validator must be able to say no.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
+use linedesk::fake_line::schema::OpenApi;
 use linedesk::line::events::{parse_event, EventKind, MessageContent};
 use serde_json::{json, Value};
 
 use crate::line_payloads::{callback, every_event, text_event, ulid, USER_ID};
-use crate::openapi::OpenApi;
 
 /// The bot's user ID, as `destination` of every request.
 const DEST: &str = "Ub1f2a3c4d5e6f708192a3b4c5d6e7f80";
 
-fn openapi_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/line-openapi")
-        .join(name)
-}
-
 fn webhook_schema() -> &'static OpenApi {
-    static SCHEMA: OnceLock<OpenApi> = OnceLock::new();
-    SCHEMA.get_or_init(|| OpenApi::load(&openapi_file("webhook.yml")))
+    OpenApi::webhook()
 }
 
 fn messaging_api_schema() -> &'static OpenApi {
-    static SCHEMA: OnceLock<OpenApi> = OnceLock::new();
-    SCHEMA.get_or_init(|| OpenApi::load(&openapi_file("messaging-api.yml")))
+    OpenApi::messaging_api()
 }
 
 /// `webhook.yml`'s event types and message types: the ones the parser must know.

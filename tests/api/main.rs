@@ -3,9 +3,9 @@
 mod agents;
 mod cli;
 mod conversations;
+mod fake_line;
 mod helpers;
 mod line_payloads;
 mod line_schema;
-mod openapi;
 mod restart;
 mod webhook;

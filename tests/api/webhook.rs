@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, stored_ids, Answer, TestApp, DESTINATION};
 use crate::line_payloads::{callback, every_event, text_event};
-use crate::openapi::OpenApi;
+use linedesk::fake_line::schema::OpenApi;
 
 const USER: &str = "U4af4980629ec1f5ca4e3e0c9a4f0e4b1";
 
@@ -347,9 +347,7 @@ async fn unicode_and_emoji_text_is_stored_byte_for_byte() {
 #[actix_web::test]
 async fn every_event_and_message_type_is_accepted_and_stored() {
     let app = spawn_app().await;
-    let schema = OpenApi::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/line-openapi/webhook.yml"),
-    );
+    let schema = OpenApi::webhook();
     let payloads = every_event(DESTINATION);
     let mut covered: Vec<String> = payloads
         .iter()

@@ -1,10 +1,13 @@
-//! Validates JSON against the schemas of an OpenAPI 3.0 document, for contract tests.
+//! LINE's own schemas, and a validator that understands them: the fake LINE platform checks
+//! every request body against `messaging-api.yml`, and the tests check webhook fixtures against
+//! `webhook.yml`.
 //!
-//! LINE publishes its webhook and Messaging API as OpenAPI 3.0 files (`tests/line-openapi/`).
-//! Their polymorphic objects (events, message contents, sources, outgoing messages, actions, ...)
-//! use `discriminator` + `allOf`, which JSON Schema validators ignore: validated as-is, a `message`
-//! event would only be checked against the base `Event`, and a text message without `text` would
-//! pass. [`OpenApi::load`] therefore rewrites the document before handing it to `jsonschema`:
+//! LINE publishes its webhook and Messaging API as OpenAPI 3.0 files (`line-openapi/`, next to
+//! this file, embedded in the binary). Their polymorphic objects (events, message contents,
+//! sources, outgoing messages, actions, ...) use `discriminator` + `allOf`, which JSON Schema
+//! validators ignore: validated as-is, a `message` event would only be checked against the base
+//! `Event`, and a text message without `text` would pass. [`OpenApi::from_yaml`] therefore
+//! rewrites the document before handing it to `jsonschema`:
 //!
 //! - for every schema `S` with a discriminator, it adds `S__dispatch`:
 //!   `allOf: [{$ref: S}, {if: {properties: {<prop>: {const: K}}, required: [<prop>]}, then: {$ref: <mapped>}}, ..]`,
@@ -17,13 +20,42 @@
 //!   `exclusiveMinimum`/`exclusiveMaximum` become the numeric form of JSON Schema 2020-12.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::paths::LocationSegment;
 use serde_json::{json, Map, Value};
 
 /// Where OpenAPI keeps named schemas; every `$ref` in LINE's files points here.
 const SCHEMAS: &str = "#/components/schemas/";
+
+/// `line-openapi/webhook.yml`: what LINE POSTs to a webhook (`CallbackRequest`, every event).
+pub const WEBHOOK_YML: &str = include_str!("line-openapi/webhook.yml");
+/// `line-openapi/messaging-api.yml`: the Messaging API (requests, responses, message objects).
+pub const MESSAGING_API_YML: &str = include_str!("line-openapi/messaging-api.yml");
+
+/// Why an OpenAPI document could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("the OpenAPI document is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("the OpenAPI document has no `components`")]
+    NoComponents,
+}
+
+/// One way an instance breaks a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer of the offending value; empty for the root.
+    pub pointer: String,
+    /// The offending property as LINE names it in error details (`messages[0].text`); for a
+    /// missing property, the property that is missing.
+    pub property: String,
+    /// What the validator says, e.g. `"text" is a required property`.
+    pub message: String,
+    /// The same in the words LINE uses in `details[].message`, e.g. `must be specified`.
+    pub line_message: String,
+}
 
 /// A loaded OpenAPI document, ready to validate instances against its named schemas.
 pub struct OpenApi {
@@ -34,51 +66,109 @@ pub struct OpenApi {
 }
 
 impl OpenApi {
-    /// Reads an OpenAPI 3.0 YAML file and prepares it for validation. Panics on an unreadable or
-    /// malformed file: this is test support, and a broken fixture should stop the test.
-    pub fn load(path: &Path) -> OpenApi {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let document: Value = serde_yaml_ng::from_str(&text)
-            .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
+    /// Parses an OpenAPI 3.0 YAML document and prepares it for validation.
+    pub fn from_yaml(text: &str) -> Result<OpenApi, SchemaError> {
+        let document: Value = serde_yaml_ng::from_str(text)?;
         let mut components = document
             .get("components")
             .cloned()
-            .unwrap_or_else(|| panic!("{} has no `components`", path.display()));
+            .ok_or(SchemaError::NoComponents)?;
         if let Some(schemas) = components.get_mut("schemas").and_then(Value::as_object_mut) {
             add_discriminator_dispatch(schemas);
         }
         rewrite_openapi_keywords(&mut components);
-        OpenApi {
+        Ok(OpenApi {
             components,
             validators: Mutex::new(HashMap::new()),
-        }
+        })
+    }
+
+    /// The embedded `webhook.yml`, parsed on first use.
+    pub fn webhook() -> &'static OpenApi {
+        static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+        // expect: the embedded file is LINE's, unmodified; a test loads it.
+        DOCUMENT.get_or_init(|| OpenApi::from_yaml(WEBHOOK_YML).expect("webhook.yml loads"))
+    }
+
+    /// The embedded `messaging-api.yml`, parsed on first use.
+    pub fn messaging_api() -> &'static OpenApi {
+        static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+        // expect: the embedded file is LINE's, unmodified; a test loads it.
+        DOCUMENT
+            .get_or_init(|| OpenApi::from_yaml(MESSAGING_API_YML).expect("messaging-api.yml loads"))
+    }
+
+    /// Whether the document has a schema of that name.
+    pub fn has_schema(&self, schema_name: &str) -> bool {
+        self.components["schemas"].get(schema_name).is_some()
     }
 
     /// Checks `instance` against `components.schemas.<schema_name>`. On failure, returns one
     /// readable line per violation, starting with the JSON pointer of the offending value.
-    /// Panics if the document has no such schema (a typo in the test, not a validation failure).
+    ///
+    /// # Panics
+    /// If the document has no such schema: a typo in the caller, not a validation failure.
     pub fn validate(&self, schema_name: &str, instance: &Value) -> Result<(), Vec<String>> {
+        let violations = self.violations(schema_name, instance);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        Err(violations
+            .into_iter()
+            .map(|v| {
+                let path = if v.pointer.is_empty() {
+                    "(root)"
+                } else {
+                    &v.pointer
+                };
+                format!("{path}: {}", v.message)
+            })
+            .collect())
+    }
+
+    /// As [`OpenApi::validate`], with each violation taken apart (empty when `instance` is
+    /// valid).
+    ///
+    /// # Panics
+    /// If the document has no such schema.
+    pub fn violations(&self, schema_name: &str, instance: &Value) -> Vec<Violation> {
         let validator = self.validator(schema_name);
-        let mut errors: Vec<String> = Vec::new();
+        let mut violations: Vec<Violation> = Vec::new();
         for error in validator.iter_errors(instance) {
-            let path = error.instance_path().as_str();
-            let path = if path.is_empty() { "(root)" } else { path };
-            let line = format!("{path}: {error}");
+            let mut segments: Vec<String> = error
+                .instance_path()
+                .segments()
+                .map(|segment| match segment {
+                    LocationSegment::Property(name) => name.into_owned(),
+                    LocationSegment::Index(index) => format!("[{index}]"),
+                })
+                .collect();
+            if let ValidationErrorKind::Required { property } = error.kind() {
+                segments.push(
+                    property
+                        .as_str()
+                        .map_or_else(|| property.to_string(), str::to_owned),
+                );
+            }
+            let violation = Violation {
+                pointer: error.instance_path().as_str().to_owned(),
+                property: line_property(&segments),
+                message: error.to_string(),
+                line_message: line_message(error.kind()).unwrap_or_else(|| error.to_string()),
+            };
             // A subtype's `allOf` re-checks its base, so base violations can surface twice.
-            if !errors.contains(&line) {
-                errors.push(line);
+            if !violations
+                .iter()
+                .any(|v| v.pointer == violation.pointer && v.message == violation.message)
+            {
+                violations.push(violation);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        violations
     }
 
     /// The discriminator values `schema_name` maps to subtypes (`"message"`, `"follow"`, ... for
-    /// `Event`), so tests can check they cover every type the document knows.
+    /// `Event`; `"text"`, `"sticker"`, ... for `Message`).
     pub fn discriminator_values(&self, schema_name: &str) -> Vec<String> {
         self.components["schemas"][schema_name]["discriminator"]["mapping"]
             .as_object()
@@ -87,7 +177,7 @@ impl OpenApi {
     }
 
     fn validator(&self, schema_name: &str) -> Arc<jsonschema::Validator> {
-        // A poisoned lock only means another test panicked mid-compile; the map is still sound.
+        // A poisoned lock only means another thread panicked mid-compile; the map is still sound.
         let mut validators = self
             .validators
             .lock()
@@ -96,14 +186,11 @@ impl OpenApi {
             return Arc::clone(validator);
         }
         assert!(
-            self.components["schemas"].get(schema_name).is_some(),
+            self.has_schema(schema_name),
             "the OpenAPI document has no schema named {schema_name:?}"
         );
         // Refs to a discriminated schema go through its dispatcher, as everywhere else.
-        let target = if self.components["schemas"]
-            .get(dispatch_name(schema_name))
-            .is_some()
-        {
+        let target = if self.has_schema(&dispatch_name(schema_name)) {
             dispatch_name(schema_name)
         } else {
             schema_name.to_owned()
@@ -113,6 +200,7 @@ impl OpenApi {
             "$ref": format!("{SCHEMAS}{target}"),
             "components": self.components,
         });
+        // expect: the rewritten documents compile (the tests compile every schema used).
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
@@ -122,6 +210,35 @@ impl OpenApi {
         validators.insert(schema_name.to_owned(), Arc::clone(&validator));
         validator
     }
+}
+
+/// `["messages", "[0]", "text"]` → `messages[0].text`, as LINE writes `details[].property`.
+fn line_property(segments: &[String]) -> String {
+    let mut property = String::new();
+    for segment in segments {
+        if !segment.starts_with('[') && !property.is_empty() {
+            property.push('.');
+        }
+        property.push_str(segment);
+    }
+    property
+}
+
+/// LINE's wording for the common violations; `None` where the validator's own is as good.
+fn line_message(kind: &ValidationErrorKind) -> Option<String> {
+    Some(match kind {
+        ValidationErrorKind::Required { .. } => "must be specified".to_owned(),
+        ValidationErrorKind::MinItems { limit } => format!("Size must be at least {limit}"),
+        ValidationErrorKind::MaxItems { limit } => format!("Size must be at most {limit}"),
+        ValidationErrorKind::MinLength { limit } => format!("Length must be at least {limit}"),
+        ValidationErrorKind::MaxLength { limit } => format!("Length must be at most {limit}"),
+        ValidationErrorKind::Enum { options } => {
+            format!("Must be one of the following values: {options}")
+        }
+        ValidationErrorKind::Type { .. } => "Invalid type".to_owned(),
+        ValidationErrorKind::Pattern { pattern } => format!("Must match {pattern}"),
+        _ => return None,
+    })
 }
 
 fn dispatch_name(schema_name: &str) -> String {
@@ -344,5 +461,46 @@ fn allow_null(schema: &mut Value) {
                 json!([{ "type": "null" }, Value::Object(original)]),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_documents_load_and_know_their_discriminators() {
+        let events = OpenApi::webhook().discriminator_values("Event");
+        assert!(events.iter().any(|e| e == "message"), "{events:?}");
+        let messages = OpenApi::messaging_api().discriminator_values("Message");
+        assert!(messages.iter().any(|m| m == "text"), "{messages:?}");
+        assert!(OpenApi::messaging_api().has_schema("PushMessageRequest"));
+        assert!(!OpenApi::messaging_api().has_schema("NoSuchSchema"));
+    }
+
+    #[test]
+    fn a_violation_names_the_property_as_line_does() {
+        let push = json!({ "to": "U1", "messages": [{ "type": "text", "text": "a" }, { "type": "text" }] });
+        let violations = OpenApi::messaging_api().violations("PushMessageRequest", &push);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].pointer, "/messages/1");
+        assert_eq!(violations[0].property, "messages[1].text");
+        assert_eq!(violations[0].line_message, "must be specified");
+        assert_eq!(
+            OpenApi::messaging_api().validate("PushMessageRequest", &push),
+            Err(vec![format!("/messages/1: {}", violations[0].message)])
+        );
+    }
+
+    #[test]
+    fn a_document_without_components_is_refused() {
+        assert!(matches!(
+            OpenApi::from_yaml("openapi: 3.0.0\n"),
+            Err(SchemaError::NoComponents)
+        ));
+        assert!(matches!(
+            OpenApi::from_yaml("{ not yaml"),
+            Err(SchemaError::Yaml(_))
+        ));
     }
 }
