@@ -283,6 +283,8 @@ async fn serve(call: Call<'_>, operation: Operation) -> (Outcome, Option<Fault>)
     };
     match lose_response_after {
         Some(after) => {
+            // What the request did (a delivery) is visible before the connection closes.
+            call.shared.notify();
             wait(after).await;
             (Outcome::Dropped, fault)
         }
