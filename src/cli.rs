@@ -59,6 +59,9 @@ pub struct FakeLineArgs {
     /// linedesk's base URL; webhooks go to {URL}/line/webhook/{account}. Loopback only.
     #[arg(long, value_name = "URL")]
     pub webhook_target: Option<String>,
+    /// Latency added to every LINE API request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
     /// Simulated customers writing to linedesk (needs --webhook-target).
     #[arg(long, default_value_t = 0)]
     pub customers: usize,
@@ -108,6 +111,7 @@ impl FakeLineArgs {
             bind: self.bind,
             channels: vec![FakeChannel::new(id, token, secret)],
             webhook_target: self.webhook_target.clone(),
+            latency: Duration::from_millis(self.latency_ms),
             ..FakeLineConfig::default()
         })
     }

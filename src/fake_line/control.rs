@@ -86,7 +86,7 @@ async fn inject_faults(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
     let faults = match parse::<Faults>(&body) {
         Ok(Faults::Many(faults)) => faults,
         Ok(Faults::One(fault)) => vec![fault],
-        Err(refused) => return refused,
+        Err(message) => return bad_request(&message),
     };
     let bad_status = faults.iter().find_map(|f| match f.action {
         super::FaultAction::Respond { status, .. } if StatusCode::from_u16(status).is_err() => {
@@ -123,7 +123,7 @@ async fn set_latency(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
             shared.lock().latency = Duration::from_millis(latency.ms);
             HttpResponse::Ok().json(json!({ "ms": latency.ms }))
         }
-        Err(refused) => refused,
+        Err(message) => bad_request(&message),
     }
 }
 
@@ -148,7 +148,7 @@ struct ProfileCommand {
 async fn profiles(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
     let command = match parse::<ProfileCommand>(&body) {
         Ok(command) => command,
-        Err(refused) => return refused,
+        Err(message) => return bad_request(&message),
     };
     let mut state = shared.lock();
     let changes_profile = command.display_name.is_some()
@@ -200,7 +200,7 @@ async fn content(request: HttpRequest, shared: web::Data<Shared>, body: Bytes) -
     let (message_id, content) = if content_type.starts_with("application/json") {
         let upload = match parse::<ContentUpload>(&body) {
             Ok(upload) => upload,
-            Err(refused) => return refused,
+            Err(message) => return bad_request(&message),
         };
         let Ok(bytes) = BASE64.decode(upload.base64.as_bytes()) else {
             return error(StatusCode::BAD_REQUEST, "`base64` is not base64");
@@ -242,7 +242,7 @@ async fn customer_message(
 ) -> HttpResponse {
     let message = match parse::<CustomerMessage>(&body) {
         Ok(message) => message,
-        Err(refused) => return refused,
+        Err(message) => return bad_request(&message),
     };
     let Some(account) = message
         .account
@@ -279,7 +279,7 @@ struct ReplyTokenRequest {
 async fn reply_token(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
     let request = match parse::<ReplyTokenRequest>(&body) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(message) => return bad_request(&message),
     };
     let Some(account) = request
         .account
@@ -299,13 +299,12 @@ async fn reply_token(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "replyToken": token }))
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid request body: {e}"),
-        )
-    })
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
+}
+
+fn bad_request(message: &str) -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, message)
 }
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {

@@ -109,6 +109,8 @@ pub struct FakeLineConfig {
     pub default_language: String,
     /// How long the fake waits for linedesk to answer a webhook.
     pub webhook_timeout: Duration,
+    /// Latency added to every LINE API request (changed later with [`FakeLine::set_latency`]).
+    pub latency: Duration,
     /// HTTP worker threads.
     pub workers: usize,
 }
@@ -123,6 +125,7 @@ impl Default for FakeLineConfig {
             schema_check: true,
             default_language: "ja".to_owned(),
             webhook_timeout: Duration::from_secs(10),
+            latency: Duration::ZERO,
             workers: 1,
         }
     }

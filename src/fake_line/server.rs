@@ -8,7 +8,7 @@
 //! 4. take the first matching injected fault, wait the global latency (and the fault's);
 //! 5. a status fault answers now; a drop fault closes the connection now (or after handling,
 //!    for a lost response);
-//! 6. `X-Line-Retry-Key` anywhere but push: 400; then the endpoint itself ([`endpoint`]).
+//! 6. `X-Line-Retry-Key` anywhere but push: 400; then the operation itself ([`perform`]).
 //!
 //! Every answer carries a fresh `X-Line-Request-Id`, and is recorded next to its request.
 
@@ -41,7 +41,7 @@ const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The LINE API operations the fake serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+enum Operation {
     Reply,
     Push,
     Profile,
@@ -62,52 +62,56 @@ enum Endpoint {
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     config
         .service(web::scope("/_fake").configure(control::routes))
-        .service(line("/v2/bot/message/reply", Method::POST, Endpoint::Reply))
-        .service(line("/v2/bot/message/push", Method::POST, Endpoint::Push))
+        .service(line(
+            "/v2/bot/message/reply",
+            Method::POST,
+            Operation::Reply,
+        ))
+        .service(line("/v2/bot/message/push", Method::POST, Operation::Push))
         .service(line(
             "/v2/bot/profile/{userId}",
             Method::GET,
-            Endpoint::Profile,
+            Operation::Profile,
         ))
         .service(line(
             "/v2/bot/message/{messageId}/content",
             Method::GET,
-            Endpoint::Content,
+            Operation::Content,
         ))
         .service(line(
             "/v2/bot/message/{messageId}/content/preview",
             Method::GET,
-            Endpoint::ContentPreview,
+            Operation::ContentPreview,
         ))
         .service(line(
             "/v2/bot/message/{messageId}/content/transcoding",
             Method::GET,
-            Endpoint::ContentTranscoding,
+            Operation::ContentTranscoding,
         ))
-        .service(line("/v2/bot/info", Method::GET, Endpoint::BotInfo))
+        .service(line("/v2/bot/info", Method::GET, Operation::BotInfo))
         .service(
             web::resource("/v2/bot/channel/webhook/endpoint")
-                .route(web::get().to(handler(Endpoint::GetWebhookEndpoint)))
-                .route(web::put().to(handler(Endpoint::SetWebhookEndpoint)))
-                .default_service(web::to(handler(Endpoint::WrongMethod))),
+                .route(web::get().to(handler(Operation::GetWebhookEndpoint)))
+                .route(web::put().to(handler(Operation::SetWebhookEndpoint)))
+                .default_service(web::to(handler(Operation::WrongMethod))),
         )
         .service(line(
             "/v2/bot/channel/webhook/test",
             Method::POST,
-            Endpoint::TestWebhookEndpoint,
+            Operation::TestWebhookEndpoint,
         ))
-        .default_service(web::to(handler(Endpoint::Unknown)));
+        .default_service(web::to(handler(Operation::Unknown)));
 }
 
-fn line(path: &str, method: Method, endpoint: Endpoint) -> actix_web::Resource {
+fn line(path: &str, method: Method, operation: Operation) -> actix_web::Resource {
     web::resource(path)
-        .route(web::method(method).to(handler(endpoint)))
-        .default_service(web::to(handler(Endpoint::WrongMethod)))
+        .route(web::method(method).to(handler(operation)))
+        .default_service(web::to(handler(Operation::WrongMethod)))
 }
 
-/// An actix handler that runs the pipeline for `endpoint`.
+/// An actix handler that runs the pipeline for `operation`.
 fn handler(
-    endpoint: Endpoint,
+    operation: Operation,
 ) -> impl Fn(
     HttpRequest,
     web::Payload,
@@ -115,7 +119,7 @@ fn handler(
 ) -> futures_util::future::LocalBoxFuture<'static, HttpResponse>
        + Clone
        + 'static {
-    move |request, payload, shared| Box::pin(line_api(request, payload, shared, endpoint))
+    move |request, payload, shared| Box::pin(line_api(request, payload, shared, operation))
 }
 
 /// How a request ended.
@@ -126,11 +130,16 @@ enum Outcome {
 }
 
 /// The pipeline described in the module docs.
+#[tracing::instrument(
+    name = "fake_line.request",
+    skip_all,
+    fields(http.method = %request.method(), http.path = %request.path(), http.status)
+)]
 async fn line_api(
     request: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,
-    endpoint: Endpoint,
+    operation: Operation,
 ) -> HttpResponse {
     let request_id = ids::request_id();
     let body = read_body(&request, payload).await;
@@ -177,12 +186,14 @@ async fn line_api(
                 retry_key: retry_key.as_deref(),
                 request_id: &request_id,
             };
-            serve(call, endpoint).await
+            serve(call, operation).await
         }
     };
     let described = fault.as_ref().map(Fault::describe);
     match outcome {
         Outcome::Answered(answer) => {
+            tracing::Span::current().record("http.status", answer.status.as_u16());
+            tracing::debug!(fault = described.as_deref(), "answered");
             shared.lock().recorder.answered(
                 seq,
                 Some(answer.status.as_u16()),
@@ -193,6 +204,7 @@ async fn line_api(
             response(answer, &request_id)
         }
         Outcome::Dropped => {
+            tracing::debug!(fault = described.as_deref(), "dropped the connection");
             shared.lock().recorder.answered(seq, None, None, described);
             shared.notify();
             close_connection(&request).await
@@ -211,10 +223,10 @@ struct Call<'a> {
 }
 
 /// Steps 2 to 6 of the pipeline; returns the fault applied, if any.
-async fn serve(call: Call<'_>, endpoint: Endpoint) -> (Outcome, Option<Fault>) {
-    match endpoint {
-        Endpoint::Unknown => return (Outcome::Answered(Answer::not_found()), None),
-        Endpoint::WrongMethod => {
+async fn serve(call: Call<'_>, operation: Operation) -> (Outcome, Option<Fault>) {
+    match operation {
+        Operation::Unknown => return (Outcome::Answered(Answer::not_found()), None),
+        Operation::WrongMethod => {
             let answer = Answer::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
             return (Outcome::Answered(answer), None);
         }
@@ -262,15 +274,17 @@ async fn serve(call: Call<'_>, endpoint: Endpoint) -> (Outcome, Option<Fault>) {
         Some(FaultAction::Latency { .. }) | None => None,
     };
 
-    let answer = if call.retry_key.is_some() && endpoint != Endpoint::Push {
+    let answer = if call.retry_key.is_some() && operation != Operation::Push {
         Answer::bad_request(RETRY_KEY_NOT_SUPPORTED)
     } else {
-        self::endpoint(&call, channel, endpoint)
+        perform(&call, channel, operation)
             .await
             .unwrap_or_else(|refused| refused)
     };
     match lose_response_after {
         Some(after) => {
+            // What the request did (a delivery) is visible before the connection closes.
+            call.shared.notify();
             wait(after).await;
             (Outcome::Dropped, fault)
         }
@@ -278,11 +292,11 @@ async fn serve(call: Call<'_>, endpoint: Endpoint) -> (Outcome, Option<Fault>) {
     }
 }
 
-/// The endpoint's own work. `Err` is an answer refusing the request body.
-async fn endpoint(
+/// The operation's own work. `Err` is an answer refusing the request body.
+async fn perform(
     call: &Call<'_>,
     channel: &FakeChannel,
-    endpoint: Endpoint,
+    operation: Operation,
 ) -> Result<Answer, Answer> {
     let shared = call.shared;
     let account = channel.account_id.as_str();
@@ -295,8 +309,8 @@ async fn endpoint(
     };
     let content_type = header(call.request, "content-type");
     let schema_check = shared.config.schema_check;
-    let answer = match endpoint {
-        Endpoint::Reply => {
+    let answer = match operation {
+        Operation::Reply => {
             let body: ReplyRequest =
                 requests::read(call.body, content_type, "ReplyMessageRequest", schema_check)?;
             let ttl = shared.config.reply_token_ttl;
@@ -304,7 +318,7 @@ async fn endpoint(
                 .lock()
                 .reply(channel, ttl, body, call.request_id, Instant::now())
         }
-        Endpoint::Push => {
+        Operation::Push => {
             let body: PushRequest =
                 requests::read(call.body, content_type, "PushMessageRequest", schema_check)?;
             shared.lock().push(
@@ -315,14 +329,16 @@ async fn endpoint(
                 Instant::now(),
             )
         }
-        Endpoint::Profile => shared
+        Operation::Profile => shared
             .lock()
             .profile(&param("userId"), &shared.config.default_language),
-        Endpoint::Content | Endpoint::ContentPreview => shared.lock().content(&param("messageId")),
-        Endpoint::ContentTranscoding => shared.lock().transcoding(&param("messageId")),
-        Endpoint::BotInfo => bot_info(channel),
-        Endpoint::GetWebhookEndpoint => shared.lock().webhook_endpoint(account),
-        Endpoint::SetWebhookEndpoint => {
+        Operation::Content | Operation::ContentPreview => {
+            shared.lock().content(&param("messageId"))
+        }
+        Operation::ContentTranscoding => shared.lock().transcoding(&param("messageId")),
+        Operation::BotInfo => bot_info(channel),
+        Operation::GetWebhookEndpoint => shared.lock().webhook_endpoint(account),
+        Operation::SetWebhookEndpoint => {
             let body: SetWebhookEndpointRequest = requests::read(
                 call.body,
                 content_type,
@@ -334,7 +350,7 @@ async fn endpoint(
             }
             shared.lock().set_webhook_endpoint(account, body.endpoint)
         }
-        Endpoint::TestWebhookEndpoint => {
+        Operation::TestWebhookEndpoint => {
             let body: TestWebhookEndpointRequest = requests::read(
                 call.body,
                 content_type,
@@ -347,7 +363,7 @@ async fn endpoint(
             };
             Answer::ok(shared.test_webhook(account, &url).await)
         }
-        Endpoint::Unknown | Endpoint::WrongMethod => Answer::not_found(),
+        Operation::Unknown | Operation::WrongMethod => Answer::not_found(),
     };
     Ok(answer)
 }

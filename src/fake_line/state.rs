@@ -349,6 +349,7 @@ impl Shared {
     pub fn new(config: FakeLineConfig) -> Shared {
         let state = FakeState {
             webhook_target: config.webhook_target.clone(),
+            latency: config.latency,
             ..FakeState::default()
         };
         Shared {

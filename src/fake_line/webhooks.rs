@@ -74,6 +74,7 @@ pub(crate) fn check_loopback_url(url: &str) -> Result<(), WebhookError> {
 }
 
 /// POSTs `body` to `url` signed with `secret`, with LINE's headers; returns the status answered.
+#[tracing::instrument(name = "fake_line.webhook", skip_all, fields(url = %url))]
 pub(crate) async fn post_signed(
     client: &awc::Client,
     url: &str,
