@@ -91,7 +91,7 @@ impl AgentClient {
 static NEXT_EVENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Takes the agent's next offer: accepts it and waits for `assigned`; returns its id.
-async fn accept_next_offer(agent: &mut AgentClient) -> String {
+pub async fn accept_next_offer(agent: &mut AgentClient) -> String {
     let id = agent.expect("offer").await["conversation_id"]
         .as_str()
         .unwrap()

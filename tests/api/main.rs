@@ -7,5 +7,6 @@ mod fake_line;
 mod helpers;
 mod line_payloads;
 mod line_schema;
+mod outbound;
 mod restart;
 mod webhook;

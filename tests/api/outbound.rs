@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use linedesk::fake_line::{Delivery, Fault, FakeLine, FakeLineConfig, Profile, Via};
+use linedesk::fake_line::{Delivery, FakeLine, FakeLineConfig, Fault, Profile, Via};
 use linedesk::settings::Settings;
 use serde_json::{json, Value};
 
@@ -70,7 +70,11 @@ fn texts(delivery: &Delivery) -> Vec<String> {
 
 impl Desk {
     async fn write(&self, user: &str, text: &str) {
-        let sent = self.line.send_text_as(user, text).await.expect("webhook sent");
+        let sent = self
+            .line
+            .send_text_as(user, text)
+            .await
+            .expect("webhook sent");
         assert_eq!(sent.status, StatusCode::OK);
     }
 
@@ -79,7 +83,7 @@ impl Desk {
         let user = user.to_owned();
         self.line
             .wait_until(
-                |r| r.deliveries().iter().filter(|d| d.to == user).count() >= n,
+                |r| r.deliveries().filter(|d| d.to == user).count() >= n,
                 PATIENCE,
             )
             .await
@@ -171,7 +175,10 @@ async fn a_fresh_reply_token_answers_for_free_and_later_messages_are_pushed_with
         ]
     );
     assert_eq!(all[2].messages[1]["sender"]["name"], "Alice");
-    let key = all[2].retry_key.as_deref().expect("a push carries a retry key");
+    let key = all[2]
+        .retry_key
+        .as_deref()
+        .expect("a push carries a retry key");
     assert!(uuid::Uuid::parse_str(key).is_ok(), "{key}");
 
     // The transcript shows each message with its delivery.
@@ -243,7 +250,8 @@ async fn assigned_conversation(desk: &Desk, agent: &mut AgentClient, user: &str)
 
 #[actix_web::test]
 async fn server_errors_rate_limits_and_lost_answers_are_retried_with_one_delivery_per_retry_key() {
-    let desk = desk_with(|_| {}).await;
+    // No reply tokens: every message is a push.
+    let desk = desk_with(|s| s.line.reply_token_ttl_ms = 0).await;
     let mut alice = AgentClient::connect(&desk.app, "dev-alice-token").await;
     alice.expect("hello").await;
     let user = customer(5);
@@ -280,7 +288,7 @@ async fn server_errors_rate_limits_and_lost_answers_are_retried_with_one_deliver
 
 #[actix_web::test]
 async fn a_used_up_monthly_quota_fails_the_message_and_tells_the_agent() {
-    let desk = desk_with(|_| {}).await;
+    let desk = desk_with(|s| s.line.reply_token_ttl_ms = 0).await;
     let mut alice = AgentClient::connect(&desk.app, "dev-alice-token").await;
     alice.expect("hello").await;
     let user = customer(6);
@@ -305,7 +313,10 @@ async fn a_used_up_monthly_quota_fails_the_message_and_tells_the_agent() {
     assert_eq!(pushes, 1, "a quota refusal is not retried");
     assert!(desk.line.deliveries().is_empty());
     let transcript = desk.transcript(&conversation).await;
-    let entry = transcript.iter().find(|e| e["client_msg_id"] == "q-1").unwrap();
+    let entry = transcript
+        .iter()
+        .find(|e| e["client_msg_id"] == "q-1")
+        .unwrap();
     assert_eq!(entry["delivery"]["status"], "failed");
 }
 
@@ -351,8 +362,10 @@ async fn stickers_locations_and_quick_replies_reach_line_in_its_shapes() {
     let user = customer(8);
     let conversation = assigned_conversation(&desk, &mut alice, &user).await;
     alice
-        .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": "s-1",
-            "sticker": {"package_id": "446", "sticker_id": "1988"}}))
+        .send(
+            json!({"type": "send", "conversation_id": conversation, "client_msg_id": "s-1",
+            "sticker": {"package_id": "446", "sticker_id": "1988"}}),
+        )
         .await;
     final_delivery(&mut alice, "s-1").await;
     alice
@@ -369,8 +382,10 @@ async fn stickers_locations_and_quick_replies_reach_line_in_its_shapes() {
     assert_eq!(location["quickReply"]["items"][1]["action"]["text"], "no");
     // Something LINE can't take is refused before it is stored: nothing half-sent.
     alice
-        .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": "s-3",
-            "image_url": "http://insecure.example/a.png"}))
+        .send(
+            json!({"type": "send", "conversation_id": conversation, "client_msg_id": "s-3",
+            "image_url": "http://insecure.example/a.png"}),
+        )
         .await;
     let error = alice.expect("error").await;
     assert_eq!(error["code"], "bad_content", "{error}");
@@ -412,6 +427,9 @@ async fn a_profile_is_fetched_once_and_its_language_picks_the_automated_messages
             .send(json!({"type": frame, "conversation_id": conversation}))
             .await;
     }
+    alice
+        .expect_matching(|f| f["type"] == "conversation" && f["status"] == "closed")
+        .await;
     // A second conversation of the same customer: the profile comes from the contact store.
     desk.write(&user, "one more question").await;
     alice.expect("offer").await;
@@ -519,7 +537,8 @@ async fn customer_attachments_are_downloaded_on_receipt_and_served_to_agents_onl
     let desk = desk_with(|s| s.content.max_bytes = 4_096).await;
     let user = customer(12);
     let picture = vec![7u8; 3_000];
-    desk.line.register_content("5001", "image/jpeg", picture.clone());
+    desk.line
+        .register_content("5001", "image/jpeg", picture.clone());
     let status = desk
         .line
         .send_webhook("demo", vec![image_event(&desk.line, &user, "5001")])
@@ -528,11 +547,16 @@ async fn customer_attachments_are_downloaded_on_receipt_and_served_to_agents_onl
     assert_eq!(status, StatusCode::OK);
     let path = "/api/content/line-demo-5001";
     eventually("the image is downloaded", || async {
-        get_with_token(&desk.app, path, Some("dev-bob-token")).await.0 == StatusCode::OK
+        get_with_token(&desk.app, path, Some("dev-bob-token"))
+            .await
+            .0
+            == StatusCode::OK
     })
     .await;
     assert_eq!(
-        get_with_token(&desk.app, path, Some("dev-bob-token")).await.1,
+        get_with_token(&desk.app, path, Some("dev-bob-token"))
+            .await
+            .1,
         picture
     );
     assert_eq!(
@@ -540,7 +564,9 @@ async fn customer_attachments_are_downloaded_on_receipt_and_served_to_agents_onl
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        get_with_token(&desk.app, "/content/line-demo-5001", None).await.0,
+        get_with_token(&desk.app, "/content/line-demo-5001", None)
+            .await
+            .0,
         StatusCode::NOT_FOUND,
         "customers' media are never public"
     );
@@ -553,7 +579,8 @@ async fn customer_attachments_are_downloaded_on_receipt_and_served_to_agents_onl
     assert_eq!(transcript[0]["content"]["url"], path);
 
     // Too big: refused, nothing stored, counted.
-    desk.line.register_content("5002", "image/jpeg", vec![0u8; 5_000]);
+    desk.line
+        .register_content("5002", "image/jpeg", vec![0u8; 5_000]);
     desk.line
         .send_webhook("demo", vec![image_event(&desk.line, &user, "5002")])
         .await
@@ -567,9 +594,13 @@ async fn customer_attachments_are_downloaded_on_receipt_and_served_to_agents_onl
     })
     .await;
     assert_eq!(
-        get_with_token(&desk.app, "/api/content/line-demo-5002", Some("dev-bob-token"))
-            .await
-            .0,
+        get_with_token(
+            &desk.app,
+            "/api/content/line-demo-5002",
+            Some("dev-bob-token")
+        )
+        .await
+        .0,
         StatusCode::NOT_FOUND
     );
 }
@@ -601,7 +632,10 @@ async fn an_agent_upload_is_served_publicly_and_sent_as_an_image() {
     let (status, body) = upload(&desk.app, "dev-alice-token", vec![1u8; 4_096]).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let url = body["url"].as_str().unwrap().to_owned();
-    assert!(url.starts_with("https://desk.example.test/content/up-"), "{url}");
+    assert!(
+        url.starts_with("https://desk.example.test/content/up-"),
+        "{url}"
+    );
     let public_path = url.trim_start_matches("https://desk.example.test");
     assert_eq!(
         get_with_token(&desk.app, public_path, None).await,
@@ -616,7 +650,11 @@ async fn an_agent_upload_is_served_publicly_and_sent_as_an_image() {
     assert_eq!(image["originalContentUrl"], url);
 
     // Over the limit: 413 with a JSON body, and nothing stored.
-    let files = || std::fs::read_dir(desk.app.settings.storage.path.join("content")).unwrap().count();
+    let files = || {
+        std::fs::read_dir(desk.app.settings.storage.path.join("content"))
+            .unwrap()
+            .count()
+    };
     let stored = files();
     let (status, body) = upload(&desk.app, "dev-alice-token", vec![1u8; 4_097]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -636,7 +674,8 @@ async fn switched_off_attachments_are_refused_cleanly_both_ways() {
     })
     .await;
     let user = customer(14);
-    desk.line.register_content("6001", "image/jpeg", vec![1u8; 10]);
+    desk.line
+        .register_content("6001", "image/jpeg", vec![1u8; 10]);
     desk.line
         .send_webhook("demo", vec![image_event(&desk.line, &user, "6001")])
         .await
@@ -644,11 +683,15 @@ async fn switched_off_attachments_are_refused_cleanly_both_ways() {
     let told = desk.deliveries_to(&user, 1).await;
     let said: Vec<String> = told.iter().flat_map(texts).collect();
     assert!(
-        said.iter().any(|t| t.contains("ファイルや画像はお受けできません")),
+        said.iter()
+            .any(|t| t.contains("ファイルや画像はお受けできません")),
         "{said:?}"
     );
     assert!(
-        desk.line.requests().iter().all(|r| !r.path.contains("/content")),
+        desk.line
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("/content")),
         "nothing downloaded"
     );
 
@@ -657,8 +700,10 @@ async fn switched_off_attachments_are_refused_cleanly_both_ways() {
     let conversation = accept_next_offer(&mut alice).await;
     let before = desk.line.deliveries().len();
     alice
-        .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": "a-1",
-            "image_url": "https://desk.example.test/content/up-x"}))
+        .send(
+            json!({"type": "send", "conversation_id": conversation, "client_msg_id": "a-1",
+            "image_url": "https://desk.example.test/content/up-x"}),
+        )
         .await;
     let error = alice.expect("error").await;
     assert_eq!(error["code"], "not_allowed", "{error}");
@@ -666,7 +711,10 @@ async fn switched_off_attachments_are_refused_cleanly_both_ways() {
         .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": "a-2", "text": "text is fine"}))
         .await;
     final_delivery(&mut alice, "a-2").await;
-    let after: Vec<String> = desk.line.deliveries()[before..].iter().flat_map(texts).collect();
+    let after: Vec<String> = desk.line.deliveries()[before..]
+        .iter()
+        .flat_map(texts)
+        .collect();
     assert!(after.iter().all(|t| !t.contains("up-x")), "{after:?}");
     assert!(after.iter().any(|t| t == "text is fine"));
 }
