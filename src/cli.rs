@@ -1,4 +1,4 @@
-//! The command line: `linedesk serve` and `linedesk accounts`.
+//! The command line: `linedesk serve`, `linedesk accounts` and `linedesk loadgen`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +30,8 @@ pub enum Command {
     Serve,
     /// Print every configured LINE account with its callback URL (secrets masked).
     Accounts,
+    /// Drive a linedesk on this machine as LINE and agents do, and report rates and latencies.
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_accounts(&settings, &mut std::io::stdout().lock())?;
             Ok(())
         }
+        Command::Loadgen(args) => crate::loadgen::command::execute(args, &settings),
     }
 }
 

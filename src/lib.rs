@@ -4,6 +4,7 @@
 pub mod agent_ws;
 pub mod cli;
 pub mod line;
+pub mod loadgen;
 pub mod metrics;
 pub mod routes;
 pub mod settings;
