@@ -2,8 +2,15 @@
 //! memory, then waits until a flush that started after its ticket has finished. Whoever finds no
 //! flush covering its ticket becomes the leader and flushes for everyone written so far; the
 //! others wake to find their ticket covered and return without flushing again.
+//!
+//! The flush runs on a task of its own, which holds the leadership until the flush is done.
+//! A caller may stop being polled while it waits: an actor inside `ctx.wait` polls nothing
+//! else, so an `AgentSession` whose spawned `send` had become the leader and which then waited
+//! on a commit for `assigned` held the leadership forever, and every commit of the server
+//! (webhooks included) stopped. `linedesk loadgen` found this.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
@@ -11,10 +18,10 @@ use tokio::sync::Mutex;
 pub struct GroupCommit {
     /// Tickets handed out: one per completed write.
     written: AtomicU64,
-    /// Every ticket up to this one is on disk.
-    durable: AtomicU64,
-    /// Held by the leader while it flushes; followers queue on it.
-    leader: Mutex<()>,
+    /// Every ticket up to this one is on disk; shared with the flush task.
+    durable: Arc<AtomicU64>,
+    /// Held by the flush task while it flushes; followers queue on it.
+    leader: Arc<Mutex<()>>,
     /// Flushes actually issued (fewer than commits under concurrency: that is the point).
     flushes: AtomicU64,
 }
@@ -26,16 +33,23 @@ impl GroupCommit {
         if self.durable.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
-        let _leader = self.leader.lock().await;
+        let leader = self.leader.clone().lock_owned().await;
         if self.durable.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
         // Everything ticketed so far was written before this flush starts, so it is covered.
         let covered = self.written.load(Ordering::SeqCst);
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        db.flush_async().await?;
-        self.durable.fetch_max(covered, Ordering::SeqCst);
-        Ok(())
+        let (db, durable) = (db.clone(), self.durable.clone());
+        let flush = tokio::spawn(async move {
+            let _leader = leader;
+            db.flush_async().await?;
+            durable.fetch_max(covered, Ordering::SeqCst);
+            Ok(())
+        });
+        flush.await.unwrap_or_else(|e| {
+            Err(sled::Error::ReportableBug(format!("the flush task failed: {e}")))
+        })
     }
 
     pub fn flushes(&self) -> u64 {
@@ -50,7 +64,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::future::Future;
 
     #[actix_web::test]
     async fn concurrent_commits_share_flushes_and_all_return() {
@@ -76,5 +90,24 @@ mod tests {
         let before = gc.flushes();
         gc.commit(&db).await.unwrap();
         assert_eq!(gc.flushes(), before + 1);
+    }
+
+    #[actix_web::test]
+    async fn a_leader_that_is_no_longer_polled_does_not_block_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let gc = GroupCommit::default();
+        db.insert(b"a", b"1").unwrap();
+        // The first commit becomes the leader; its caller then stops polling it (as an actor
+        // in `ctx.wait` stops polling its spawned futures).
+        let mut stalled = Box::pin(gc.commit(&db));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(stalled.as_mut().poll(&mut cx).is_pending());
+        db.insert(b"b", b"2").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(60), gc.commit(&db))
+            .await
+            .expect("a later commit completes while the leader's caller sleeps")
+            .unwrap();
+        drop(stalled);
     }
 }
