@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use awc::ws;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -139,6 +140,9 @@ impl AgentPool {
 /// A frame waiting to be written.
 enum Outgoing {
     Frame(String),
+    Message(ws::Message),
+    /// Close the connection after what is queued before.
+    Close,
     /// The reply to customer message `n`; its send time is taken when it is written.
     Reply { conversation: String, n: u64 },
 }
@@ -154,80 +158,52 @@ struct AgentClient {
 }
 
 impl AgentClient {
-    /// Reads frames and writes answers until the pool shuts down or the connection breaks.
+    /// Reads frames until the pool shuts down or the connection breaks. Writing happens on a
+    /// task of its own, so that reading never waits for a write: a client that stops reading
+    /// while its writes are stuck could hold up the server's writes to it in turn.
     async fn drive(
-        mut self,
-        mut socket: Socket,
-        mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+        self,
+        socket: Socket,
+        outbox: mpsc::UnboundedReceiver<Outgoing>,
         mut stop: watch::Receiver<bool>,
     ) {
+        let (sink, mut frames) = socket.split();
+        let writer = actix_web::rt::spawn(write(self.run.clone(), self.index, sink, outbox));
+        let mut agent = self;
         loop {
             tokio::select! {
-                frame = socket.next() => match frame {
+                frame = frames.next() => match frame {
                     Some(Ok(ws::Frame::Text(bytes))) => match serde_json::from_slice::<Value>(&bytes) {
-                        Ok(frame) => self.on_frame(&frame),
-                        Err(e) => self.ws_error(format!("agent {}: a frame is not JSON: {e}", self.index)),
+                        Ok(frame) => agent.on_frame(&frame),
+                        Err(e) => agent.ws_error(format!("agent {}: a frame is not JSON: {e}", agent.index)),
                     },
                     Some(Ok(ws::Frame::Ping(bytes))) => {
-                        if let Err(e) = socket.send(ws::Message::Pong(bytes)).await {
-                            self.ws_error(format!("agent {}: pong: {e}", self.index));
-                            break;
-                        }
+                        let _ = agent.out.send(Outgoing::Message(ws::Message::Pong(bytes)));
                     }
                     Some(Ok(ws::Frame::Close(reason))) => {
                         if !*stop.borrow() {
-                            self.ws_error(format!("agent {}: closed by the server ({reason:?})", self.index));
+                            agent.ws_error(format!("agent {}: closed by the server ({reason:?})", agent.index));
                         }
                         break;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        self.ws_error(format!("agent {}: {e}", self.index));
+                        agent.ws_error(format!("agent {}: {e}", agent.index));
                         break;
                     }
                     None => {
                         if !*stop.borrow() {
-                            self.ws_error(format!("agent {}: connection closed", self.index));
+                            agent.ws_error(format!("agent {}: connection closed", agent.index));
                         }
                         break;
                     }
                 },
-                Some(outgoing) = outbox.recv() => {
-                    let text = match outgoing {
-                        Outgoing::Frame(text) => text,
-                        Outgoing::Reply { conversation, n } => {
-                            let marker = Marker::Reply(n).text(self.run.id);
-                            let mut state = self.run.state.borrow_mut();
-                            state.tracker.reply_sent(n, Instant::now());
-                            state.recorder.agents.replies_sent += 1;
-                            json!({
-                                "type": "send",
-                                "conversation_id": conversation,
-                                "client_msg_id": marker,
-                                "text": format!("thanks, noted ({marker})"),
-                            })
-                            .to_string()
-                        }
-                    };
-                    if let Err(e) = socket.send(ws::Message::Text(text.into())).await {
-                        self.ws_error(format!("agent {}: send: {e}", self.index));
-                        break;
-                    }
-                }
-                _ = stop.changed() => {
-                    let _ = socket.send(ws::Message::Close(None)).await;
-                    break;
-                }
+                _ = stop.changed() => break,
             }
         }
-        // Replies still queued will never be written.
-        outbox.close();
-        while let Ok(outgoing) = outbox.try_recv() {
-            if let Outgoing::Reply { .. } = outgoing {
-                self.run.state.borrow_mut().tracker.reply_dropped();
-            }
-        }
-        self.run.changed.notify_one();
+        // Whatever is queued goes out first, then the close frame.
+        let _ = agent.out.send(Outgoing::Close);
+        let _ = writer.await;
     }
 
     fn ws_error(&self, why: String) {
@@ -254,14 +230,21 @@ impl AgentClient {
                     .map(|m| m.iter().filter_map(|m| m["preview"].as_str()).collect::<Vec<_>>())
                     .unwrap_or_default();
                 let mine = self.saw(&previews, true);
-                self.run.state.borrow_mut().recorder.agents.offers += 1;
+                let mut state = self.run.state.borrow_mut();
+                state.recorder.agents.offers += 1;
+                state.tracker.offered(mine.len() as u64);
+                drop(state);
                 self.offered.entry(conversation.clone()).or_default().extend(mine);
                 self.send(json!({"type": "accept", "conversation_id": conversation}));
             }
             "assigned" => {
                 let conversation = text("conversation_id");
-                self.run.state.borrow_mut().recorder.agents.assigned += 1;
-                for n in self.offered.remove(&conversation).unwrap_or_default() {
+                let mine = self.offered.remove(&conversation).unwrap_or_default();
+                let mut state = self.run.state.borrow_mut();
+                state.recorder.agents.assigned += 1;
+                state.tracker.assigned(mine.len() as u64);
+                drop(state);
+                for n in mine {
                     self.reply(&conversation, n);
                 }
             }
@@ -279,6 +262,7 @@ impl AgentClient {
                     .or(frame["preview"].as_str())
                     .unwrap_or_default();
                 for n in self.saw(&[body], false) {
+                    self.run.state.borrow_mut().tracker.reply_scheduled();
                     self.reply(&conversation, n);
                 }
             }
@@ -332,9 +316,8 @@ impl AgentClient {
         mine
     }
 
-    /// Answers customer message `n` after the think time.
+    /// Answers customer message `n` after the think time (the tracker already counts it).
     fn reply(&self, conversation: &str, n: u64) {
-        self.run.state.borrow_mut().tracker.reply_scheduled();
         let outgoing = Outgoing::Reply {
             conversation: conversation.to_owned(),
             n,
@@ -350,6 +333,54 @@ impl AgentClient {
             });
         }
     }
+}
+
+/// Writes an agent's frames in order until `Close` or a failed write; replies get their send
+/// time as they are written. Replies left queued are counted as never sent.
+async fn write(
+    run: Rc<Run>,
+    index: u32,
+    mut sink: SplitSink<Socket, ws::Message>,
+    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    while let Some(outgoing) = outbox.recv().await {
+        let message = match outgoing {
+            Outgoing::Message(message) => message,
+            Outgoing::Frame(text) => ws::Message::Text(text.into()),
+            Outgoing::Reply { conversation, n } => {
+                let marker = Marker::Reply(n).text(run.id);
+                let mut state = run.state.borrow_mut();
+                state.tracker.reply_sent(n, Instant::now());
+                state.recorder.agents.replies_sent += 1;
+                let frame = json!({
+                    "type": "send",
+                    "conversation_id": conversation,
+                    "client_msg_id": marker,
+                    "text": format!("thanks, noted ({marker})"),
+                });
+                ws::Message::Text(frame.to_string().into())
+            }
+            Outgoing::Close => {
+                let _ = sink.send(ws::Message::Close(None)).await;
+                break;
+            }
+        };
+        if let Err(e) = sink.send(message).await {
+            run.state
+                .borrow_mut()
+                .recorder
+                .errors
+                .websocket(format!("agent {index}: send: {e}"));
+            break;
+        }
+    }
+    outbox.close();
+    while let Ok(outgoing) = outbox.try_recv() {
+        if let Outgoing::Reply { .. } = outgoing {
+            run.state.borrow_mut().tracker.reply_dropped();
+        }
+    }
+    run.changed.notify_one();
 }
 
 #[cfg(test)]

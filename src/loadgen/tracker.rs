@@ -23,6 +23,8 @@ pub struct Tracker {
     awaiting_agent: HashMap<u64, Instant>,
     /// Seen in an offer that was then revoked: the next agent offered it takes it over.
     handed_back: HashSet<u64>,
+    /// Seen in an offer and taken by its agent, who answers once `assigned` arrives.
+    awaiting_assignment: u64,
     /// Replies waiting out the think time.
     replies_waiting: u64,
     /// Reply (to customer message n) → when the agent sent it.
@@ -77,11 +79,26 @@ impl Tracker {
         }
     }
 
+    /// An agent took `count` messages of an offer and answers them once assigned.
+    pub fn offered(&mut self, count: u64) {
+        self.awaiting_assignment += count;
+    }
+
+    /// The offer's conversation was assigned: its `count` messages get replies now.
+    pub fn assigned(&mut self, count: u64) {
+        self.awaiting_assignment = self.awaiting_assignment.saturating_sub(count);
+        self.replies_waiting += count;
+    }
+
     /// An offer was revoked before its messages were answered.
-    pub fn hand_back(&mut self, messages: impl IntoIterator<Item = u64>) {
+    pub fn hand_back(&mut self, messages: Vec<u64>) {
+        self.awaiting_assignment = self
+            .awaiting_assignment
+            .saturating_sub(messages.len() as u64);
         self.handed_back.extend(messages);
     }
 
+    /// A `message` frame's customer message gets a reply after the think time.
     pub fn reply_scheduled(&mut self) {
         self.replies_waiting += 1;
     }
@@ -117,6 +134,7 @@ impl Tracker {
         self.webhooks_in_flight == 0
             && self.awaiting_agent.is_empty()
             && self.handed_back.is_empty()
+            && self.awaiting_assignment == 0
             && self.replies_waiting == 0
             && self.awaiting_ack.is_empty()
             && self.awaiting_line.is_empty()
@@ -126,8 +144,9 @@ impl Tracker {
         (self.awaiting_agent.len() + self.handed_back.len()) as u64
     }
 
+    /// Replies owed but not acknowledged (waiting for assignment, think time or the ack).
     pub fn unacked(&self) -> u64 {
-        self.awaiting_ack.len() as u64 + self.replies_waiting
+        self.awaiting_ack.len() as u64 + self.replies_waiting + self.awaiting_assignment
     }
 
     pub fn undelivered(&self) -> Option<u64> {
@@ -139,6 +158,7 @@ impl Tracker {
     pub fn start_phase(&mut self) {
         self.awaiting_agent.clear();
         self.handed_back.clear();
+        self.awaiting_assignment = 0;
         self.awaiting_ack.clear();
         self.awaiting_line.clear();
     }
@@ -160,13 +180,17 @@ mod tests {
         assert_eq!(tracker.seen(0, later), Sighting::Known);
         // An offer of message 1 is revoked; the next agent takes it over, unmeasured.
         assert!(matches!(tracker.seen(1, later), Sighting::First(_)));
-        tracker.hand_back([1]);
+        tracker.offered(1);
+        tracker.hand_back(vec![1]);
         assert_eq!(tracker.unseen(), 1);
         assert_eq!(tracker.seen(1, later), Sighting::Handed);
         assert_eq!(tracker.seen(7, later), Sighting::Known);
 
-        tracker.reply_scheduled();
-        tracker.reply_scheduled();
+        // Messages taken in offers are owed replies until assigned, then until acked.
+        tracker.offered(2);
+        assert!(!tracker.settled());
+        assert_eq!(tracker.unacked(), 2);
+        tracker.assigned(2);
         assert_eq!(tracker.unacked(), 2);
         tracker.reply_sent(0, later);
         tracker.reply_sent(1, later);

@@ -109,19 +109,22 @@ fn ulid(timestamp_ms: u64, unique: u64) -> String {
         .collect()
 }
 
-/// Sends request `request`, due at `intended`, and records its outcome.
-async fn send(run: &Run, client: &awc::Client, request: u64, intended: Instant) {
+/// Builds request `request`, due at `intended`, and counts it as on its way.
+fn begin(run: &Run, request: u64, intended: Instant) -> Webhook {
     let hook = run.factory.build(request);
+    let mut state = run.state.borrow_mut();
+    state.tracker.sending(hook.events.clone(), intended);
+    let r = &mut state.recorder;
+    r.requests_sent += 1;
+    r.events_sent += hook.events.end - hook.events.start;
+    r.first_intended.get_or_insert(intended);
+    hook
+}
+
+/// Sends a webhook that [`begin`] counted, and records its outcome.
+async fn finish(run: &Run, client: &awc::Client, hook: Webhook, intended: Instant) {
     let events = hook.events.clone();
     let count = events.end - events.start;
-    {
-        let mut state = run.state.borrow_mut();
-        state.tracker.sending(events.clone(), intended);
-        let r = &mut state.recorder;
-        r.requests_sent += 1;
-        r.events_sent += count;
-        r.first_intended.get_or_insert(intended);
-    }
     let answer = client
         .post(&run.webhook_url)
         .insert_header(("content-type", "application/json; charset=utf-8"))
@@ -185,9 +188,11 @@ pub(super) async fn open_loop(
         actix_web::rt::time::sleep_until((start + schedule.intended(sent)).into()).await;
         let due = schedule.due(sent, start.elapsed(), count);
         for k in due.clone() {
-            let (run, client) = (run.clone(), client.clone());
             let intended = start + schedule.intended(k);
-            actix_web::rt::spawn(async move { send(&run, &client, first + k, intended).await });
+            // Counted before the task runs, so that waiting for the answers below sees it.
+            let hook = begin(&run, first + k, intended);
+            let (run, client) = (run.clone(), client.clone());
+            actix_web::rt::spawn(async move { finish(&run, &client, hook, intended).await });
         }
         sent = due.end;
     }
@@ -215,7 +220,9 @@ pub(super) async fn closed_loop(
                     break;
                 }
                 next.set(k + 1);
-                send(&run, &client, first + k, Instant::now()).await;
+                let intended = Instant::now();
+                let hook = begin(&run, first + k, intended);
+                finish(&run, &client, hook, intended).await;
             }
         }
     });

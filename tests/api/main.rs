@@ -6,6 +6,7 @@ mod conversations;
 mod helpers;
 mod line_payloads;
 mod line_schema;
+mod loadgen;
 mod openapi;
 mod restart;
 mod webhook;
