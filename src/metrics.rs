@@ -167,8 +167,12 @@ impl ProcessStats {
             let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
             let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
             // SAFETY: sysconf reads a configuration value and touches no memory of ours.
-            let (page_size, ticks) =
-                unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+            let (page_size, ticks) = unsafe {
+                (
+                    libc::sysconf(libc::_SC_PAGESIZE),
+                    libc::sysconf(libc::_SC_CLK_TCK),
+                )
+            };
             Self::parse(
                 &statm,
                 &stat,
@@ -207,7 +211,8 @@ mod tests {
     fn process_stats_are_read_from_statm_and_stat() {
         let statm = "61440 2048 1024 300 0 4000 0\n";
         // A command name with a space and a parenthesis, as `stat` allows.
-        let stat = "4242 (linedesk (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 \
+        let stat =
+            "4242 (linedesk (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 \
                     100 251658240 2048 18446744073709551615";
         let stats = ProcessStats::parse(statm, stat, 4096, 100).unwrap();
         assert_eq!(stats.resident_bytes, 2048 * 4096);

@@ -144,7 +144,10 @@ enum Outgoing {
     /// Close the connection after what is queued before.
     Close,
     /// The reply to customer message `n`; its send time is taken when it is written.
-    Reply { conversation: String, n: u64 },
+    Reply {
+        conversation: String,
+        n: u64,
+    },
 }
 
 struct AgentClient {
@@ -227,14 +230,21 @@ impl AgentClient {
                 let conversation = text("conversation_id");
                 let previews = frame["recent_messages"]
                     .as_array()
-                    .map(|m| m.iter().filter_map(|m| m["preview"].as_str()).collect::<Vec<_>>())
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|m| m["preview"].as_str())
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default();
                 let mine = self.saw(&previews, true);
                 let mut state = self.run.state.borrow_mut();
                 state.recorder.agents.offers += 1;
                 state.tracker.offered(mine.len() as u64);
                 drop(state);
-                self.offered.entry(conversation.clone()).or_default().extend(mine);
+                self.offered
+                    .entry(conversation.clone())
+                    .or_default()
+                    .extend(mine);
                 self.send(json!({"type": "accept", "conversation_id": conversation}));
             }
             "assigned" => {
@@ -267,7 +277,8 @@ impl AgentClient {
                 }
             }
             "ack" => {
-                if let Some(Marker::Reply(n)) = markers::parse(&text("client_msg_id"), self.run.id) {
+                if let Some(Marker::Reply(n)) = markers::parse(&text("client_msg_id"), self.run.id)
+                {
                     let mut state = self.run.state.borrow_mut();
                     if let Some(latency) = state.tracker.acked(n, Instant::now()) {
                         state.recorder.agents.acks += 1;
@@ -295,7 +306,9 @@ impl AgentClient {
         let mut state = self.run.state.borrow_mut();
         for text in texts {
             for marker in markers::find_all(text, self.run.id) {
-                let Marker::Customer(n) = marker else { continue };
+                let Marker::Customer(n) = marker else {
+                    continue;
+                };
                 match state.tracker.seen(n, now) {
                     Sighting::First(latency) => {
                         state.recorder.agents.customer_messages_seen += 1;

@@ -58,10 +58,7 @@ pub fn find_all(text: &str, run: RunId) -> Vec<Marker> {
             Some(tail) => (true, tail),
             None => (false, rest),
         };
-        let digits = digits_from
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
+        let digits = digits_from.bytes().take_while(u8::is_ascii_digit).count();
         if let Ok(n) = digits_from[..digits].parse() {
             found.push(if reply {
                 Marker::Reply(n)
@@ -89,15 +86,17 @@ pub fn find_marker(text: &str) -> Option<&str> {
         let start = from + at;
         let candidate = &text[start..];
         let bytes = candidate.as_bytes();
-        let run_ok = bytes.len() > 12
-            && bytes[3..11].iter().all(u8::is_ascii_hexdigit)
-            && bytes[11] == b'-';
+        let run_ok =
+            bytes.len() > 12 && bytes[3..11].iter().all(u8::is_ascii_hexdigit) && bytes[11] == b'-';
         if run_ok {
             let mut end = 12;
             if bytes.get(end) == Some(&b'r') {
                 end += 1;
             }
-            let digits = bytes[end..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let digits = bytes[end..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
             if digits > 0 {
                 return Some(&candidate[..end + digits]);
             }
@@ -132,7 +131,10 @@ mod tests {
             find_marker("thanks, noted (lg-0badcafe-r17)"),
             Some("lg-0badcafe-r17")
         );
-        assert_eq!(find_marker("lg-nothex00-1 lg-00000001-42."), Some("lg-00000001-42"));
+        assert_eq!(
+            find_marker("lg-nothex00-1 lg-00000001-42."),
+            Some("lg-00000001-42")
+        );
         assert_eq!(find_marker("lg-0badcafe-"), None);
         assert_eq!(find_marker("no marker"), None);
     }

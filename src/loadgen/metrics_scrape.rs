@@ -23,12 +23,10 @@ impl ServerSample {
     /// Picks the values out of Prometheus' text format.
     pub fn parse(text: &str, at: Instant) -> Self {
         let value = |name: &str| -> Option<f64> {
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .find_map(|l| {
-                    let (key, value) = l.rsplit_once(' ')?;
-                    (key == name).then(|| value.trim().parse().ok())?
-                })
+            text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok())?
+            })
         };
         Self {
             at,

@@ -469,8 +469,12 @@ async fn monitor(
         };
         let now = Instant::now();
         let r = &state.recorder;
-        let wall = now.saturating_duration_since(last.0).as_secs_f64().max(1e-3);
-        let per_second = |count: u64, before: u64| (count.saturating_sub(before) as f64 / wall).round() as u64;
+        let wall = now
+            .saturating_duration_since(last.0)
+            .as_secs_f64()
+            .max(1e-3);
+        let per_second =
+            |count: u64, before: u64| (count.saturating_sub(before) as f64 / wall).round() as u64;
         if progress {
             eprintln!(
                 "{}",
@@ -478,7 +482,10 @@ async fn monitor(
                     name,
                     now.saturating_duration_since(since),
                     r,
-                    (per_second(r.requests_ok, last.1), per_second(r.events_ok, last.2)),
+                    (
+                        per_second(r.requests_ok, last.1),
+                        per_second(r.events_ok, last.2)
+                    ),
                     server,
                 )
             );

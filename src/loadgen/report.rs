@@ -282,7 +282,10 @@ impl fmt::Display for Report {
                 if w.settled { "settled" } else { "NOT settled" }
             )?;
         }
-        let vs = |rate: Option<f64>| rate.map(|r| format!(" of {r:.0}/s intended")).unwrap_or_default();
+        let vs = |rate: Option<f64>| {
+            rate.map(|r| format!(" of {r:.0}/s intended"))
+                .unwrap_or_default()
+        };
         writeln!(
             f,
             "requests   {} sent, {} ok, {} failed in {:.2} s: {:.1}/s{}",
@@ -414,7 +417,8 @@ pub fn progress_line(
             " | server {} MiB, {} CPU",
             rss.map(|b| (b >> 20).to_string())
                 .unwrap_or_else(|| "?".into()),
-            cpu.map(|c| format!("{c:.0}%")).unwrap_or_else(|| "?".into())
+            cpu.map(|c| format!("{c:.0}%"))
+                .unwrap_or_else(|| "?".into())
         ),
         None => String::new(),
     };

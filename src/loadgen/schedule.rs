@@ -54,7 +54,10 @@ mod tests {
         assert_eq!(schedule.intended(1), Duration::from_micros(500));
         assert_eq!(schedule.intended(2000), Duration::from_secs(1));
         assert_eq!(schedule.count_within(Duration::from_secs(10)), 20_000);
-        assert_eq!(OpenLoop::new(50.0).count_within(Duration::from_millis(200)), 10);
+        assert_eq!(
+            OpenLoop::new(50.0).count_within(Duration::from_millis(200)),
+            10
+        );
         assert_eq!(OpenLoop::new(3.0).count_within(Duration::from_secs(1)), 3);
         // On time: one request at a time.
         assert_eq!(schedule.due(0, Duration::ZERO, 100), 0..1);

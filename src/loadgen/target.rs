@@ -16,9 +16,7 @@ impl Target {
     /// Accepts `http://` URLs whose host is `localhost`, an address in 127.0.0.0/8 or `::1`.
     pub fn parse(url: &str) -> Result<Self, LoadgenError> {
         let bad = |why: &str| LoadgenError::BadTarget(format!("`{url}`: {why}"));
-        let uri: awc::http::Uri = url
-            .parse()
-            .map_err(|e| bad(&format!("not a URL ({e})")))?;
+        let uri: awc::http::Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
         if uri.scheme_str() != Some("http") {
             return Err(bad("use http://HOST:PORT (loadgen speaks plain HTTP)"));
         }
@@ -90,7 +88,11 @@ mod tests {
                 "{url}"
             );
         }
-        for url in ["https://127.0.0.1:8443", "127.0.0.1:8080", "http://127.0.0.1/x"] {
+        for url in [
+            "https://127.0.0.1:8443",
+            "127.0.0.1:8080",
+            "http://127.0.0.1/x",
+        ] {
             assert!(
                 matches!(Target::parse(url), Err(LoadgenError::BadTarget(_))),
                 "{url}"

@@ -150,8 +150,7 @@ impl Tracker {
     }
 
     pub fn undelivered(&self) -> Option<u64> {
-        self.observe_line
-            .then_some(self.awaiting_line.len() as u64)
+        self.observe_line.then_some(self.awaiting_line.len() as u64)
     }
 
     /// Forgets what a finished phase left behind, so the next phase counts only its own.
@@ -176,7 +175,10 @@ mod tests {
         assert!(!tracker.settled());
         tracker.answered(0..2, true);
         let later = t0 + Duration::from_millis(5);
-        assert_eq!(tracker.seen(0, later), Sighting::First(Duration::from_millis(5)));
+        assert_eq!(
+            tracker.seen(0, later),
+            Sighting::First(Duration::from_millis(5))
+        );
         assert_eq!(tracker.seen(0, later), Sighting::Known);
         // An offer of message 1 is revoked; the next agent takes it over, unmeasured.
         assert!(matches!(tracker.seen(1, later), Sighting::First(_)));

@@ -88,7 +88,9 @@ impl WebhookFactory {
                 })
             })
             .collect();
-        let body = json!({"destination": DESTINATION, "events": list}).to_string().into_bytes();
+        let body = json!({"destination": DESTINATION, "events": list})
+            .to_string()
+            .into_bytes();
         let signature = signature::sign(self.secret.expose_secret().as_bytes(), &body);
         Webhook {
             body,
@@ -252,7 +254,13 @@ mod tests {
                 let parsed = crate::line::events::parse_event(&event.to_string())
                     .expect("linedesk parses the event");
                 assert_eq!(parsed.type_name(), "message");
-                let user = parsed.source.as_ref().unwrap().user_id().unwrap().to_owned();
+                let user = parsed
+                    .source
+                    .as_ref()
+                    .unwrap()
+                    .user_id()
+                    .unwrap()
+                    .to_owned();
                 assert_eq!(user.len(), 33);
                 assert!(user.starts_with('U'));
                 assert!(user[1..].bytes().all(|b| b.is_ascii_hexdigit()));

@@ -146,14 +146,20 @@ async fn webhooks_signed_with_the_wrong_secret_are_counted_as_http_401() {
 
 #[actix_web::test]
 async fn a_target_off_this_machine_is_refused_before_anything_is_sent() {
-    for target in ["http://192.0.2.1:8080", "http://example.com", "http://[2001:db8::1]:80"] {
+    for target in [
+        "http://192.0.2.1:8080",
+        "http://example.com",
+        "http://[2001:db8::1]:80",
+    ] {
         let mut options = Options::new(target, "secret".to_owned().into());
         // Were anything sent, this run would wait for an unreachable address this long.
         options.timeout = PATIENCE;
         let started = std::time::Instant::now();
         match loadgen::run(options).await {
             Err(e @ LoadgenError::NotLoopback { .. }) => {
-                assert!(e.to_string().contains("only drives a linedesk on this machine"))
+                assert!(e
+                    .to_string()
+                    .contains("only drives a linedesk on this machine"))
             }
             Err(other) => panic!("{target}: expected NotLoopback, got {other}"),
             Ok(report) => panic!("{target}: ran:\n{report}"),
@@ -181,7 +187,14 @@ fn the_command_runs_against_a_server_process_with_the_generated_agents_and_print
     let data = tempfile::tempdir().unwrap();
     let binary = env!("CARGO_BIN_EXE_linedesk");
     let overlay = Command::new(binary)
-        .args(["loadgen", "agents-config", "--agents", "2", "--capacity", "50"])
+        .args([
+            "loadgen",
+            "agents-config",
+            "--agents",
+            "2",
+            "--capacity",
+            "50",
+        ])
         .env_clear()
         .output()
         .expect("agents-config runs");
@@ -210,7 +223,10 @@ fn the_command_runs_against_a_server_process_with_the_generated_agents_and_print
     assert_eq!(report["mode"], "open_loop");
     assert_eq!(report["agent_activity"]["connected"], 2);
     if cfg!(target_os = "linux") {
-        assert!(report["server"]["rss_bytes_max"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["server"]["rss_bytes_max"].as_u64().unwrap() > 0,
+            "{report}"
+        );
     }
 
     let refused = Command::new(binary)
