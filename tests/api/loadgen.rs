@@ -8,7 +8,7 @@ use std::time::Duration;
 use linedesk::loadgen::{self, Load, LoadgenError, Options, Report};
 
 use crate::helpers::{
-    spawn_app, spawn_app_with, use_loadgen_agents, ServerProcess, TestApp, PATIENCE,
+    admin_get, spawn_app, spawn_app_with, use_loadgen_agents, ServerProcess, TestApp, PATIENCE,
 };
 
 /// Options against `app` with generous bounds: the counts, not the clock, end these runs.
@@ -237,4 +237,60 @@ fn the_command_runs_against_a_server_process_with_the_generated_agents_and_print
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("refusing to load `10.0.0.1`"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn replies_observed_at_line_are_matched_to_their_sends() {
+    let app = spawn_app_with(|s| use_loadgen_agents(s, 1, 50)).await;
+    let (deliveries, observed) = tokio::sync::mpsc::unbounded_channel();
+    let mut options = options(&app);
+    options.users = 10;
+    options.max_requests = Some(10);
+    options.agents = 1;
+    options.line_deliveries = Some(observed);
+
+    // Stands in for the fake LINE platform until it exists: reads the agents' replies from the
+    // transcripts and reports each one once, as the platform will when it receives them.
+    let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    let watcher = {
+        let (done, address) = (done.clone(), app.address.clone());
+        actix_web::rt::spawn(async move {
+            let client = awc::Client::builder().timeout(PATIENCE).finish();
+            let mut reported = std::collections::HashSet::new();
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while !done.get() && std::time::Instant::now() < deadline {
+                let list = admin_get(&client, &address, "/api/conversations?account=demo").await;
+                for item in list.body["items"].as_array().cloned().unwrap_or_default() {
+                    let path = format!("/api/conversations/{}", item["id"].as_str().unwrap());
+                    let doc = admin_get(&client, &address, &path).await.body;
+                    for entry in doc["transcript"].as_array().cloned().unwrap_or_default() {
+                        let text = entry["preview"].as_str().unwrap_or_default();
+                        if let Some(marker) = loadgen::find_marker(text) {
+                            if entry["author"]["type"] == "agent"
+                                && reported.insert(marker.to_owned())
+                            {
+                                let at = std::time::Instant::now();
+                                let marker = marker.to_owned();
+                                let _ = deliveries.send(loadgen::LineDelivery { marker, at });
+                            }
+                        }
+                    }
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let report = loadgen::run(options).await.expect("the run completes");
+    done.set(true);
+    watcher.await.unwrap();
+
+    assert_no_errors(&report);
+    assert_eq!(report.agent_activity.acks, 10, "{report}");
+    assert_eq!(
+        report.agent_activity.replies_not_delivered,
+        Some(0),
+        "{report}"
+    );
+    assert_eq!(report.latency_ms.agent_send_to_line.count, 10, "{report}");
 }
