@@ -1,4 +1,5 @@
-//! The command line: `linedesk serve`, `linedesk accounts` and `linedesk fake-line`.
+//! The command line: `linedesk serve`, `linedesk accounts`, `linedesk fake-line` and
+//! `linedesk loadgen`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Run a fake LINE platform on loopback (for tests, the demo and load generation): LINE's
     /// Messaging API for linedesk to call, and signed webhooks toward linedesk.
     FakeLine(FakeLineArgs),
+    /// Drive a linedesk on this machine as LINE and agents do, and report rates and latencies.
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 /// Options of `linedesk fake-line`. Token and secret default to those of `--account` in the
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::FakeLine(args) => fake_line(settings, args),
+        Command::Loadgen(args) => crate::loadgen::command::execute(args, &settings),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod agent_ws;
 pub mod cli;
 pub mod fake_line;
 pub mod line;
+pub mod loadgen;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;

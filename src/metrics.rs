@@ -1,5 +1,7 @@
 //! Counters for operators, served at `GET /metrics` in Prometheus' text format. Plain atomics:
-//! a handful of counters does not justify a metrics framework yet.
+//! a handful of counters does not justify a metrics framework yet. On Linux the process's
+//! resident memory and CPU time are added under Prometheus' standard `process_*` names, read
+//! from `/proc` at each scrape (`linedesk loadgen` samples them during a run).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,6 +214,104 @@ impl Metrics {
             "fsyncs issued for those commits (group commit shares them).",
             &[("", flushes)],
         );
+        if let Some(process) = ProcessStats::read() {
+            // unwrap: writing to a String cannot fail.
+            writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+                 # TYPE process_resident_memory_bytes gauge\n\
+                 process_resident_memory_bytes {}",
+                process.resident_bytes
+            )
+            .unwrap();
+            writeln!(
+                out,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+                 # TYPE process_cpu_seconds_total counter\n\
+                 process_cpu_seconds_total {}",
+                process.cpu_seconds
+            )
+            .unwrap();
+        }
         out
+    }
+}
+
+/// This process's resident memory and CPU time so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    pub resident_bytes: u64,
+    /// User plus system time, all threads.
+    pub cpu_seconds: f64,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self/statm` and `/proc/self/stat`; `None` where there is no `/proc`.
+    pub fn read() -> Option<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+            let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+            // SAFETY: sysconf reads a configuration value and touches no memory of ours.
+            let (page_size, ticks) = unsafe {
+                (
+                    libc::sysconf(libc::_SC_PAGESIZE),
+                    libc::sysconf(libc::_SC_CLK_TCK),
+                )
+            };
+            Self::parse(
+                &statm,
+                &stat,
+                u64::try_from(page_size).ok()?,
+                u64::try_from(ticks).ok()?,
+            )
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// `statm`'s second field is resident pages; `stat`'s 14th and 15th are user and system
+    /// time in clock ticks. The 2nd field of `stat` (the command name, in parentheses) may hold
+    /// spaces and parentheses, so fields are counted after its last `)`.
+    fn parse(statm: &str, stat: &str, page_size: u64, ticks_per_second: u64) -> Option<Self> {
+        let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let mut after_name = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+        // After the name: state (field 3) ... utime is field 14, i.e. the 12th from here.
+        let utime: u64 = after_name.nth(11)?.parse().ok()?;
+        let stime: u64 = after_name.next()?.parse().ok()?;
+        if ticks_per_second == 0 {
+            return None;
+        }
+        Some(Self {
+            resident_bytes: resident_pages * page_size,
+            cpu_seconds: (utime + stime) as f64 / ticks_per_second as f64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read_from_statm_and_stat() {
+        let statm = "61440 2048 1024 300 0 4000 0\n";
+        // A command name with a space and a parenthesis, as `stat` allows.
+        let stat =
+            "4242 (linedesk (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 \
+                    100 251658240 2048 18446744073709551615";
+        let stats = ProcessStats::parse(statm, stat, 4096, 100).unwrap();
+        assert_eq!(stats.resident_bytes, 2048 * 4096);
+        assert_eq!(stats.cpu_seconds, 3.0);
+        assert_eq!(ProcessStats::parse("", stat, 4096, 100), None);
+        assert_eq!(ProcessStats::parse(statm, "4242 (x) S 1", 4096, 100), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_memory_and_has_used_cpu() {
+        let stats = ProcessStats::read().expect("/proc is readable on Linux");
+        assert!(stats.resident_bytes > 0);
+        assert!(stats.cpu_seconds >= 0.0);
     }
 }

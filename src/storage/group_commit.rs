@@ -1,56 +1,119 @@
 //! Group commit: many writers, one fsync. A writer takes a ticket after its write is in sled's
-//! memory, then waits until a flush that started after its ticket has finished. Whoever finds no
-//! flush covering its ticket becomes the leader and flushes for everyone written so far; the
-//! others wake to find their ticket covered and return without flushing again.
+//! memory, then waits until a flush that started after its ticket has finished. One flush task
+//! at a time flushes for every ticket handed out so far, and goes on while new tickets came in
+//! during its flush; writers only watch the durable mark.
+//!
+//! Writers never hold anything while they wait, so a writer that stops being polled blocks no
+//! one. An actor inside `ctx.wait` polls nothing else: an `AgentSession` whose spawned `send`
+//! held (or was next in line for) a leader lock, and which then waited on a commit for an
+//! `assigned` frame, used to stop every commit of the server, webhooks included.
+//! `linedesk loadgen` found it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupCommit {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     /// Tickets handed out: one per completed write.
     written: AtomicU64,
-    /// Every ticket up to this one is on disk.
-    durable: AtomicU64,
-    /// Held by the leader while it flushes; followers queue on it.
-    leader: Mutex<()>,
+    /// Whether a flush task is running.
+    flushing: AtomicBool,
+    /// What the last flush achieved; writers wait on it.
+    durable: watch::Sender<Durable>,
     /// Flushes actually issued (fewer than commits under concurrency: that is the point).
     flushes: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    /// Every ticket up to this one is on disk.
+    up_to: u64,
+    /// The last failed flush: the tickets up to `.0` it should have covered, and why.
+    failed: Option<(u64, String)>,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                written: AtomicU64::new(0),
+                flushing: AtomicBool::new(false),
+                durable: watch::Sender::new(Durable::default()),
+                flushes: AtomicU64::new(0),
+            }),
+        }
+    }
 }
 
 impl GroupCommit {
     /// Call after a write is in sled's memory; returns once that write is on disk.
     pub async fn commit(&self, db: &sled::Db) -> Result<(), sled::Error> {
-        let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.durable.load(Ordering::SeqCst) >= ticket {
-            return Ok(());
+        let ticket = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut durable = self.shared.durable.subscribe();
+        loop {
+            {
+                let state = durable.borrow_and_update();
+                if state.up_to >= ticket {
+                    return Ok(());
+                }
+                if let Some((covered, why)) = &state.failed {
+                    if *covered >= ticket {
+                        return Err(sled::Error::Io(std::io::Error::other(why.clone())));
+                    }
+                }
+            }
+            if !self.shared.flushing.swap(true, Ordering::SeqCst) {
+                // A task of its own: it finishes even if this caller is no longer polled.
+                tokio::spawn(Shared::flush(self.shared.clone(), db.clone()));
+            }
+            // unwrap: `self.shared` holds the sender, so the channel cannot close.
+            durable.changed().await.unwrap();
         }
-        let _leader = self.leader.lock().await;
-        if self.durable.load(Ordering::SeqCst) >= ticket {
-            return Ok(());
-        }
-        // Everything ticketed so far was written before this flush starts, so it is covered.
-        let covered = self.written.load(Ordering::SeqCst);
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        db.flush_async().await?;
-        self.durable.fetch_max(covered, Ordering::SeqCst);
-        Ok(())
     }
 
     pub fn flushes(&self) -> u64 {
-        self.flushes.load(Ordering::Relaxed)
+        self.shared.flushes.load(Ordering::Relaxed)
     }
 
     pub fn commits(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.shared.written.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Flushes until no ticket is left uncovered, then steps down.
+    async fn flush(self: Arc<Self>, db: sled::Db) {
+        loop {
+            // Everything ticketed so far was written before this flush starts, so it is covered.
+            let covered = self.written.load(Ordering::SeqCst);
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            let result = db.flush_async().await;
+            self.durable.send_modify(|d| match result {
+                Ok(_) => d.up_to = d.up_to.max(covered),
+                Err(e) => d.failed = Some((covered, e.to_string())),
+            });
+            self.flushing.store(false, Ordering::SeqCst);
+            // A ticket taken after `covered` was read may have found this task running and
+            // left the flush to it: take it on, unless another task just did.
+            let pending = self.written.load(Ordering::SeqCst) > covered;
+            if !pending || self.flushing.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::future::Future;
 
     #[actix_web::test]
     async fn concurrent_commits_share_flushes_and_all_return() {
@@ -76,5 +139,28 @@ mod tests {
         let before = gc.flushes();
         gc.commit(&db).await.unwrap();
         assert_eq!(gc.flushes(), before + 1);
+    }
+
+    #[actix_web::test]
+    async fn writers_that_are_no_longer_polled_do_not_block_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let gc = GroupCommit::default();
+        // Two commits start (the first starts the flush, the second waits in line) and their
+        // callers then stop polling them, as an actor in `ctx.wait` stops polling its spawned
+        // futures.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        db.insert(b"a", b"1").unwrap();
+        let mut first = Box::pin(gc.commit(&db));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        db.insert(b"b", b"2").unwrap();
+        let mut second = Box::pin(gc.commit(&db));
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        db.insert(b"c", b"3").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(60), gc.commit(&db))
+            .await
+            .expect("a later commit completes while the others' callers sleep")
+            .unwrap();
+        drop((first, second));
     }
 }

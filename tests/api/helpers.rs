@@ -91,6 +91,19 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Replaces the configured agents with `count` load-generator agents (tokens
+/// `loadgen-agent-{i}`) of `capacity` units, exactly as the overlay printed by
+/// `linedesk loadgen agents-config` configures them.
+pub fn use_loadgen_agents(settings: &mut Settings, count: u32, capacity: u32) {
+    let queues = ["general".to_owned(), "billing".to_owned()];
+    let overlay = linedesk::loadgen::agents_config(count, capacity, &queues);
+    let mut file = tempfile::NamedTempFile::new().expect("temporary file");
+    std::io::Write::write_all(&mut file, overlay.as_bytes()).expect("overlay written");
+    settings.agents = Settings::load_from(Some(file.path()), std::iter::empty())
+        .expect("the agents overlay loads")
+        .agents;
+}
+
 /// An answer: status and body (parsed as JSON when it is JSON).
 pub struct Answer {
     pub status: StatusCode,

@@ -7,6 +7,7 @@ mod fake_line;
 mod helpers;
 mod line_payloads;
 mod line_schema;
+mod loadgen;
 mod outbound;
 mod restart;
 mod webhook;
