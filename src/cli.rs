@@ -1,5 +1,5 @@
-//! The command line: `linedesk serve`, `linedesk accounts`, `linedesk fake-line` and
-//! `linedesk loadgen`.
+//! The command line: `linedesk serve`, `linedesk accounts`, `linedesk fake-line`,
+//! `linedesk loadgen` and `linedesk demo`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -41,6 +41,9 @@ pub enum Command {
     FakeLine(FakeLineArgs),
     /// Drive a linedesk on this machine as LINE and agents do, and report rates and latencies.
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Run the engine with a fake LINE platform and simulated customers, and print how to join
+    /// as an agent: linedesk on a laptop, no LINE account needed.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Options of `linedesk fake-line`. Token and secret default to those of `--account` in the
@@ -140,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::FakeLine(args) => fake_line(settings, args),
         Command::Loadgen(args) => crate::loadgen::command::execute(args, &settings),
+        Command::Demo(args) => crate::demo::run(settings, args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agent_ws;
 pub mod cli;
+pub mod demo;
 pub mod fake_line;
 pub mod line;
 pub mod loadgen;

@@ -65,3 +65,38 @@ fn an_unreadable_config_file_is_named() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("/nonexistent/linedesk.toml"), "{err}");
 }
+
+#[actix_web::test]
+async fn the_demo_runs_the_desk_with_a_fake_line_and_customers_an_agent_can_answer() {
+    use crate::agents::{accept_next_offer, AgentClient};
+    use crate::helpers::ServerProcess;
+    use serde_json::json;
+
+    let data = tempfile::tempdir().unwrap();
+    let args = [
+        "demo",
+        "--customers",
+        "2",
+        "--interval-ms",
+        "50",
+        "--max-messages",
+        "2",
+    ];
+    let demo = ServerProcess::start_command(data.path(), &args, &[]);
+    let mut alice = AgentClient::connect_to(&demo.address, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let conversation = accept_next_offer(&mut alice).await;
+    alice
+        .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": "d-1", "text": "Welcome to the demo"}))
+        .await;
+    // Delivered to the demo's fake LINE, as the agent is told.
+    let delivered = alice
+        .expect_matching(|f| f["type"] == "delivery" && f["status"] != "queued")
+        .await;
+    assert!(
+        ["sent_reply", "sent_push"].contains(&delivered["status"].as_str().unwrap()),
+        "{delivered}"
+    );
+    drop(alice);
+    assert_eq!(demo.signal_and_wait("TERM").code(), Some(0));
+}

@@ -273,9 +273,15 @@ impl ServerProcess {
 
     /// As [`ServerProcess::start`], with more command-line arguments (`--config FILE`).
     pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        Self::start_command(data, &all, env)
+    }
+
+    /// Any command that serves and prints `listening on URL` first (`serve`, `demo`).
+    pub fn start_command(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_linedesk"));
         command
-            .arg("serve")
             .args(args)
             .env_clear()
             .env("LINEDESK__SERVER__BIND", "127.0.0.1:0")
