@@ -10,4 +10,5 @@ mod line_schema;
 mod loadgen;
 mod outbound;
 mod restart;
+mod routing_rules;
 mod webhook;

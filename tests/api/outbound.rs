@@ -48,7 +48,7 @@ pub async fn desk_with_line(config: FakeLineConfig, edit: impl FnOnce(&mut Setti
 }
 
 /// With the default automated messages (greeting, queued, assigned, consent, ...).
-async fn desk_with_messages(edit: impl FnOnce(&mut Settings)) -> Desk {
+pub async fn desk_with_messages(edit: impl FnOnce(&mut Settings)) -> Desk {
     desk_with(|s| {
         s.automated_messages = defaults().automated_messages;
         edit(s);
@@ -56,11 +56,11 @@ async fn desk_with_messages(edit: impl FnOnce(&mut Settings)) -> Desk {
     .await
 }
 
-fn customer(n: u32) -> String {
+pub fn customer(n: u32) -> String {
     format!("U{n:032x}")
 }
 
-fn texts(delivery: &Delivery) -> Vec<String> {
+pub fn texts(delivery: &Delivery) -> Vec<String> {
     delivery
         .messages
         .iter()
@@ -69,7 +69,7 @@ fn texts(delivery: &Delivery) -> Vec<String> {
 }
 
 impl Desk {
-    async fn write(&self, user: &str, text: &str) {
+    pub async fn write(&self, user: &str, text: &str) {
         let sent = self
             .line
             .send_text_as(user, text)
@@ -79,7 +79,7 @@ impl Desk {
     }
 
     /// Deliveries to `user`, once `n` of them arrived.
-    async fn deliveries_to(&self, user: &str, n: usize) -> Vec<Delivery> {
+    pub async fn deliveries_to(&self, user: &str, n: usize) -> Vec<Delivery> {
         let user = user.to_owned();
         self.line
             .wait_until(

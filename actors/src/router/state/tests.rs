@@ -903,6 +903,27 @@ fn position_counts_from_one_across_requirement_groups() {
 }
 
 #[test]
+fn the_waiting_count_of_a_queue_follows_enqueue_offer_decline_and_dequeue() {
+    let mut state = router(Assignment::HighestCapacity, SkillMatch::Exact);
+    for n in 0..3u32 {
+        state.enqueue(waiting(n, T0 + i64::from(n))).unwrap();
+    }
+    assert_eq!(state.waiting_in(&queue("chat")), 3);
+    add_agent(&mut state, "alice", 1, &[]);
+    let offer = state.next_offer(T0 + 10).unwrap();
+    assert_eq!(
+        state.waiting_in(&queue("chat")),
+        2,
+        "offered is not waiting"
+    );
+    state.decline(&offer.conversation, &offer.agent).unwrap();
+    assert_eq!(state.waiting_in(&queue("chat")), 3, "declined waits again");
+    state.dequeue(&conv(2)).unwrap();
+    assert_eq!(state.waiting_in(&queue("chat")), 2);
+    assert_eq!(state.waiting_in(&queue("nowhere")), 0);
+}
+
+#[test]
 fn many_requirement_sets_coming_and_going_keep_offers_right() {
     // More requirement sets than the idle index cache holds, so indexes are dropped and rebuilt.
     let mut state = router(Assignment::MostIdle, SkillMatch::Exact);
