@@ -718,3 +718,103 @@ async fn switched_off_attachments_are_refused_cleanly_both_ways() {
     assert!(after.iter().all(|t| !t.contains("up-x")), "{after:?}");
     assert!(after.iter().any(|t| t == "text is fine"));
 }
+
+#[actix_web::test]
+async fn a_restart_with_messages_in_the_outbox_delivers_each_exactly_once() {
+    use crate::helpers::ServerProcess;
+    let line = FakeLine::start(FakeLineConfig::from_settings(&defaults())).unwrap();
+    let push = "/v2/bot/message/push";
+    // LINE takes the first push but its answer is lost; then LINE is down.
+    line.inject(Fault::lose_response().on(push));
+    line.inject(Fault::server_error().on(push).always());
+    let data = tempfile::tempdir().unwrap();
+    let base = line.base_url();
+    let env = [
+        ("LINEDESK__LINE__API_BASE", base.as_str()),
+        ("LINEDESK__LINE__DATA_API_BASE", base.as_str()),
+        ("LINEDESK__LINE__REPLY_TOKEN_TTL_MS", "0"),
+        ("LINEDESK__LINE__RETRY_BASE_MS", "20"),
+        ("LINEDESK__LINE__RETRY_MAX_MS", "100"),
+    ];
+    // Only the agent's messages go out: the push faults are theirs.
+    let overlay = data.path().join("linedesk.toml");
+    std::fs::write(&overlay, "automated_messages = []\n").unwrap();
+    let args = ["--config", overlay.to_str().unwrap()];
+    let server = ServerProcess::start_with(data.path(), &args, &env);
+    line.set_webhook_target(Some(server.address.clone()))
+        .unwrap();
+    let user = customer(20);
+    let sent = line
+        .send_text_as(&user, "where is my parcel?")
+        .await
+        .unwrap();
+    assert_eq!(sent.status, StatusCode::OK);
+    let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let conversation = accept_next_offer(&mut alice).await;
+    let texts_sent = ["first", "second", "third"];
+    for (i, text) in texts_sent.iter().enumerate() {
+        let id = format!("k-{i}");
+        alice
+            .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": id, "text": text}))
+            .await;
+        alice
+            .expect_matching(|f| f["type"] == "ack" && f["client_msg_id"] == id.as_str())
+            .await;
+    }
+    // Every message was tried (and kept) before the crash.
+    line.wait_until(
+        |r| r.requests().filter(|q| q.path == push).count() >= 4,
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    drop(alice);
+    server.signal_and_wait("KILL");
+    // The first push: LINE took it, linedesk never heard.
+    let first_key = line
+        .requests()
+        .into_iter()
+        .find(|r| r.path == push)
+        .and_then(|r| r.retry_key)
+        .unwrap();
+
+    line.clear_faults();
+    let server = ServerProcess::start_with(data.path(), &args, &env);
+    line.set_webhook_target(Some(server.address.clone()))
+        .unwrap();
+    line.wait_until(
+        |r| {
+            r.deliveries().filter(|d| d.to == user).count() >= 3
+                && r.requests()
+                    .filter(|q| q.path == push && q.status == Some(409))
+                    .count()
+                    >= 1
+        },
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    let delivered: Vec<Delivery> = line
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.to == user)
+        .collect();
+    let said: Vec<String> = delivered.iter().flat_map(texts).collect();
+    assert_eq!(said.len(), 3, "each message exactly once: {said:?}");
+    for text in texts_sent {
+        assert!(
+            said.iter().any(|s| s == text),
+            "{text} missing from {said:?}"
+        );
+    }
+    // After the restart linedesk sent it again with the key it stored: LINE said 409, and
+    // the customer saw it once.
+    let conflict = line
+        .requests()
+        .into_iter()
+        .find(|r| r.path == push && r.status == Some(409))
+        .unwrap();
+    assert_eq!(conflict.retry_key.as_ref(), Some(&first_key));
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+}
