@@ -113,8 +113,11 @@ pub enum ServerFrame {
         conversation_id: String,
         reason: String,
     },
+    /// With the latest messages: some may have come after the offer.
     Assigned {
         conversation_id: String,
+        #[serde(default)]
+        recent_messages: Vec<Value>,
     },
     Message {
         conversation_id: String,

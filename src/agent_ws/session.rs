@@ -429,11 +429,20 @@ impl AgentSession {
                 conversation_id: conversation.to_string(),
                 reason,
             },
-            AgentEvent::Assigned { conversation } => {
+            AgentEvent::Assigned {
+                conversation,
+                recent,
+            } => {
                 // `assigned` promises the assignment survives a crash, as `ack` does for sends.
                 let journal = self.ports.journal.clone();
                 let frame = ServerFrame::Assigned {
                     conversation_id: conversation.to_string(),
+                    recent_messages: recent
+                        .iter()
+                        .map(
+                            |m| json!({"at_ms": m.at_ms, "author": m.author, "preview": m.preview}),
+                        )
+                        .collect(),
                 };
                 ctx.wait(
                     async move {

@@ -868,3 +868,26 @@ async fn round_robin_shares_100_conversations_evenly_among_4_agents() {
         "{per_agent:?}"
     );
 }
+
+#[actix_web::test]
+async fn a_message_written_between_the_offer_and_the_accept_comes_with_assigned() {
+    let app = spawn_app().await;
+    let mut alice = AgentClient::connect(&app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let customer = user(77);
+    customer_writes(&app, &customer, 1, "first question").await;
+    let offer = alice.expect("offer").await;
+    let id = offer["conversation_id"].as_str().unwrap().to_owned();
+    customer_writes(&app, &customer, 2, "and a second one").await;
+    alice
+        .send(json!({"type": "accept", "conversation_id": id}))
+        .await;
+    let assigned = alice.expect("assigned").await;
+    let previews: Vec<&str> = assigned["recent_messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["preview"].as_str().unwrap())
+        .collect();
+    assert_eq!(previews, ["first question", "and a second one"]);
+}

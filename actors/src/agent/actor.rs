@@ -98,7 +98,7 @@ impl Handler<AgentEvent> for Agent {
 
     fn handle(&mut self, event: AgentEvent, _: &mut Self::Context) {
         match &event {
-            AgentEvent::Assigned { conversation } => {
+            AgentEvent::Assigned { conversation, .. } => {
                 self.held.insert(conversation.clone());
             }
             AgentEvent::ConversationChanged {

@@ -22,8 +22,12 @@ pub enum AgentEvent {
         conversation: ConversationId,
         reason: String,
     },
-    /// The conversation is now this agent's.
-    Assigned { conversation: ConversationId },
+    /// The conversation is now this agent's, with its latest messages as of the assignment
+    /// (some may have arrived after the offer was made).
+    Assigned {
+        conversation: ConversationId,
+        recent: Vec<RecentMessage>,
+    },
     /// Someone wrote in one of the agent's conversations.
     Message {
         conversation: ConversationId,
@@ -74,4 +78,30 @@ pub struct Disconnect {
 pub struct AgentCard {
     pub id: AgentId,
     pub name: String,
+}
+
+/// A transcript line as agents see it in offers and assignments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentMessage {
+    pub at_ms: i64,
+    pub author: Author,
+    pub preview: String,
+}
+
+impl RecentMessage {
+    /// The last `n` entries of the open conversation that are not agents' notes.
+    pub fn latest(state: &crate::conversation::ConversationState, n: usize) -> Vec<Self> {
+        let Some(current) = &state.current else {
+            return Vec::new();
+        };
+        let visible: Vec<_> = current.transcript.iter().filter(|e| !e.internal).collect();
+        visible[visible.len().saturating_sub(n)..]
+            .iter()
+            .map(|e| Self {
+                at_ms: e.at_ms,
+                author: e.author.clone(),
+                preview: e.preview(),
+            })
+            .collect()
+    }
 }

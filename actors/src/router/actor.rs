@@ -16,7 +16,10 @@ use super::state::{
     AgentSpec, HoldKind, Offer, Presence, QueueSpec, RouterError, RouterSettings, RouterState,
     WaitingConversation,
 };
-use crate::agent::AgentEvent;
+use crate::agent::{AgentEvent, RecentMessage};
+
+/// Messages an `assigned` event carries.
+const RECENT_MESSAGES: usize = 20;
 use crate::conversation::{
     AgentAction, ApplyAgentAction, AskConversation, ConversationError, Question, QueueOverflowed,
     Registry,
@@ -341,18 +344,22 @@ impl Router {
     ) {
         let now = crate::conversation::now_ms();
         match answer {
-            Ok(Ok(_)) if self.direct.remove(&conversation).is_some() => {
-                // Held directly since the transfer: nothing more to book.
-                self.stats.assignments += 1;
-                self.tell(&agent, AgentEvent::Assigned { conversation });
-                self.report_presence(&agent);
-            }
-            Ok(Ok(_)) => {
-                if let Err(e) = self.state.accept(&conversation, &agent, now) {
-                    tracing::error!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "router books disagree with the conversation");
+            Ok(Ok(view)) => {
+                // Held directly since a transfer: nothing more to book.
+                if self.direct.remove(&conversation).is_none() {
+                    if let Err(e) = self.state.accept(&conversation, &agent, now) {
+                        tracing::error!(agent_id = %agent, conversation_id = %conversation, error.message = %e, "router books disagree with the conversation");
+                    }
                 }
                 self.stats.assignments += 1;
-                self.tell(&agent, AgentEvent::Assigned { conversation });
+                let recent = RecentMessage::latest(&view.state, RECENT_MESSAGES);
+                self.tell(
+                    &agent,
+                    AgentEvent::Assigned {
+                        conversation,
+                        recent,
+                    },
+                );
                 self.report_presence(&agent);
             }
             Ok(Err(e)) => {
@@ -651,6 +658,7 @@ impl Handler<RestoreRouting> for Router {
                     self.tell(
                         &agent,
                         AgentEvent::Assigned {
+                            recent: Vec::new(),
                             conversation: open.conversation,
                         },
                     );
