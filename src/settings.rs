@@ -107,6 +107,68 @@ pub struct WorkstreamSettings {
     /// Agents may send images and files.
     #[serde(default = "yes")]
     pub agent_attachments: bool,
+    /// When agents are there; outside them customers get the `outside_hours` message. Always
+    /// open when left out.
+    #[serde(default)]
+    pub operating_hours: Option<OperatingHoursSettings>,
+}
+
+/// `operating_hours = { utc_offset = "+09:00", days = ["mon", ...], open = "09:00", close = "18:00" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatingHoursSettings {
+    /// The business's time zone as a fixed offset from UTC, `+HH:MM` or `-HH:MM`.
+    pub utc_offset: String,
+    pub days: Vec<String>,
+    pub open: String,
+    pub close: String,
+}
+
+impl OperatingHoursSettings {
+    fn parse(
+        &self,
+        key: &str,
+    ) -> Result<linedesk_actors::workstream::OperatingHours, SettingsError> {
+        use linedesk_actors::workstream::OperatingHours;
+        let offset = parse_offset(&self.utc_offset).ok_or_else(|| {
+            invalid(
+                format!("{key}.utc_offset"),
+                "must look like +09:00 or -05:00",
+            )
+        })?;
+        let mut days = [false; 7];
+        for day in &self.days {
+            let i = OperatingHours::parse_day(day).ok_or_else(|| {
+                invalid(
+                    format!("{key}.days"),
+                    format!("`{day}` is not one of mon, tue, wed, thu, fri, sat, sun"),
+                )
+            })?;
+            days[i] = true;
+        }
+        let time = |field: &str, value: &str| {
+            OperatingHours::parse_time(value)
+                .ok_or_else(|| invalid(format!("{key}.{field}"), "must be HH:MM (00:00 to 23:59)"))
+        };
+        Ok(OperatingHours {
+            utc_offset_minutes: offset,
+            days,
+            open: time("open", &self.open)?,
+            close: time("close", &self.close)?,
+        })
+    }
+}
+
+fn parse_offset(value: &str) -> Option<i32> {
+    let (sign, rest) = match value.as_bytes().first()? {
+        b'+' => (1, &value[1..]),
+        b'-' => (-1, &value[1..]),
+        _ => return None,
+    };
+    let minutes = i32::from(linedesk_actors::workstream::OperatingHours::parse_time(
+        rest,
+    )?);
+    (minutes <= 14 * 60).then_some(sign * minutes)
 }
 
 fn yes() -> bool {
@@ -529,6 +591,9 @@ impl Settings {
             if let Some(fallback) = &w.fallback_queue {
                 queue_exists(format!("workstreams[{i}].fallback_queue"), fallback)?;
             }
+            if let Some(hours) = &w.operating_hours {
+                hours.parse(&format!("workstreams[{i}].operating_hours"))?;
+            }
             if w.capacity_units == 0 {
                 return Err(invalid(
                     format!("workstreams[{i}].capacity_units"),
@@ -659,6 +724,8 @@ impl Settings {
                     show_sender: w.sender,
                     customer_attachments: w.customer_attachments,
                     agent_attachments: w.agent_attachments,
+                    // Checked in `validate`.
+                    hours: w.operating_hours.as_ref().and_then(|h| h.parse("").ok()),
                 })
                 .collect(),
             rules: self

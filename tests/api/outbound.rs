@@ -818,3 +818,73 @@ async fn a_restart_with_messages_in_the_outbox_delivers_each_exactly_once() {
     assert_eq!(conflict.retry_key.as_ref(), Some(&first_key));
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
 }
+
+#[actix_web::test]
+async fn outside_operating_hours_the_customer_is_told_instead_of_a_queue_position() {
+    let desk = desk_with_messages(|s| {
+        // Open no day of the week: always outside the hours.
+        s.workstreams[0].operating_hours = Some(linedesk::settings::OperatingHoursSettings {
+            utc_offset: "+09:00".into(),
+            days: Vec::new(),
+            open: "09:00".into(),
+            close: "18:00".into(),
+        });
+    })
+    .await;
+    let user = customer(30);
+    desk.write(&user, "hello?").await;
+    let said: Vec<String> = desk
+        .deliveries_to(&user, 1)
+        .await
+        .iter()
+        .flat_map(texts)
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "お問い合わせありがとうございます。",
+            "ただいま営業時間外です。営業時間内に順番にご返信いたします。"
+        ]
+    );
+    // Still queued: the first agent in gets it.
+    let mut alice = AgentClient::connect(&desk.app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    alice.expect("offer").await;
+}
+
+#[test]
+fn operating_hours_are_checked_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hours.toml");
+    for (hours, key) in [
+        (
+            r#"{ utc_offset = "JST", days = ["mon"], open = "09:00", close = "18:00" }"#,
+            "utc_offset",
+        ),
+        (
+            r#"{ utc_offset = "+09:00", days = ["funday"], open = "09:00", close = "18:00" }"#,
+            "days",
+        ),
+        (
+            r#"{ utc_offset = "+09:00", days = ["mon"], open = "9am", close = "18:00" }"#,
+            "open",
+        ),
+    ] {
+        let mut toml = defaults_toml_workstream();
+        toml.push_str(&format!("operating_hours = {hours}\n"));
+        std::fs::write(&file, toml).unwrap();
+        let err = Settings::load_from(Some(&file), std::iter::empty())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("workstreams[0].operating_hours.{key}")),
+            "{err}"
+        );
+    }
+}
+
+/// The default workstream, as an overlay file would write it.
+fn defaults_toml_workstream() -> String {
+    "[[workstreams]]\nid = \"support\"\naccount = \"demo\"\nlanguage = \"ja\"\ndefault_queue = \"general\"\nkeep_same_agent = true\ncapacity_units = 1\n".into()
+}

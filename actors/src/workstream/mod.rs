@@ -3,9 +3,11 @@
 //! conversation actor classifies a conversation when it first queues.
 
 mod automated;
+mod hours;
 mod rules;
 
 pub use automated::{AutomatedMessage, AutomatedMessages, Slots};
+pub use hours::OperatingHours;
 pub use rules::{classify, Classification, Classified, ClassifyInput, Conditions, Rule, RuleError};
 
 use std::collections::HashMap;
@@ -34,6 +36,8 @@ pub struct Workstream {
     pub customer_attachments: bool,
     /// Agents may send images and files.
     pub agent_attachments: bool,
+    /// When agents are there; always, when `None`.
+    pub hours: Option<OperatingHours>,
 }
 
 /// Every workstream and rule, as the conversation actors use them to classify.

@@ -175,6 +175,7 @@ mod tests {
             show_sender: true,
             customer_attachments: true,
             agent_attachments: true,
+            hours: None,
         }
     }
 

@@ -107,13 +107,21 @@ impl Conversation {
                 return self.fail(&e, ctx);
             }
         }
+        // Outside operating hours the customer is told so instead of a queue position.
+        let closed = links
+            .routing
+            .workstream_of(&self.key.account)
+            .and_then(|w| w.hours)
+            .is_some_and(|h| !h.is_open(super::now_ms()));
+        let waiting = match closed {
+            true => Trigger::OutsideHours,
+            false => Trigger::Queued,
+        };
         let triggers: Vec<Trigger> = match cause {
             Some(Cause::NoBot | Cause::BotEscalated) if conversation.number == 1 => {
-                vec![Trigger::Greeting, Trigger::Queued]
+                vec![Trigger::Greeting, waiting]
             }
-            Some(Cause::NoBot | Cause::BotEscalated | Cause::CustomerReturned) => {
-                vec![Trigger::Queued]
-            }
+            Some(Cause::NoBot | Cause::BotEscalated | Cause::CustomerReturned) => vec![waiting],
             Some(Cause::Transferred { .. }) => vec![Trigger::Transfer],
             // Back after an agent vanished: the customer was told already.
             _ => return,
