@@ -874,8 +874,7 @@ fn operating_hours_are_checked_with_the_key_named() {
         toml.push_str(&format!("operating_hours = {hours}\n"));
         std::fs::write(&file, toml).unwrap();
         let err = Settings::load_from(Some(&file), std::iter::empty())
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             err.contains(&format!("workstreams[0].operating_hours.{key}")),

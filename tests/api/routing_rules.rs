@@ -181,8 +181,7 @@ fn an_overflow_to_an_unknown_queue_or_without_limits_is_refused_with_the_key_nam
     ] {
         std::fs::write(&file, format!("{queue}{overflow}\n")).unwrap();
         let err = Settings::load_from(Some(&file), std::iter::empty())
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains("queues[0].overflow"), "{err}");
         assert!(err.contains(expected), "{err}");
