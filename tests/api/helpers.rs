@@ -356,3 +356,13 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The error an overlay file of `toml` gets when the settings load (it must be refused).
+pub fn refused_overlay(toml: &str) -> String {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("overlay.toml");
+    std::fs::write(&file, toml).expect("overlay written");
+    Settings::load_from(Some(&file), std::iter::empty())
+        .expect_err("the overlay is refused")
+        .to_string()
+}

@@ -854,8 +854,6 @@ async fn outside_operating_hours_the_customer_is_told_instead_of_a_queue_positio
 
 #[test]
 fn operating_hours_are_checked_with_the_key_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hours.toml");
     for (hours, key) in [
         (
             r#"{ utc_offset = "JST", days = ["mon"], open = "09:00", close = "18:00" }"#,
@@ -870,12 +868,8 @@ fn operating_hours_are_checked_with_the_key_named() {
             "open",
         ),
     ] {
-        let mut toml = defaults_toml_workstream();
-        toml.push_str(&format!("operating_hours = {hours}\n"));
-        std::fs::write(&file, toml).unwrap();
-        let err = Settings::load_from(Some(&file), std::iter::empty())
-            .expect_err("refused")
-            .to_string();
+        let toml = format!("{}operating_hours = {hours}\n", defaults_toml_workstream());
+        let err = crate::helpers::refused_overlay(&toml);
         assert!(
             err.contains(&format!("workstreams[0].operating_hours.{key}")),
             "{err}"

@@ -163,8 +163,6 @@ async fn a_long_wait_overflows_after_max_wait_ms_and_without_a_target_the_custom
 #[test]
 fn an_overflow_to_an_unknown_queue_or_without_limits_is_refused_with_the_key_named() {
     let queue = "[[queues]]\nid = \"general\"\npriority = 1\nassignment = \"round_robin\"\nskill_match = \"exact\"\noffer_timeout_ms = 1000\nauto_accept = false\n";
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("o.toml");
     for (overflow, expected) in [
         (
             "overflow = { to_queue = \"billing\" }",
@@ -179,10 +177,7 @@ fn an_overflow_to_an_unknown_queue_or_without_limits_is_refused_with_the_key_nam
             "`general` is not another configured queue",
         ),
     ] {
-        std::fs::write(&file, format!("{queue}{overflow}\n")).unwrap();
-        let err = Settings::load_from(Some(&file), std::iter::empty())
-            .expect_err("refused")
-            .to_string();
+        let err = crate::helpers::refused_overlay(&format!("{queue}{overflow}\n"));
         assert!(err.contains("queues[0].overflow"), "{err}");
         assert!(err.contains(expected), "{err}");
     }
