@@ -881,3 +881,54 @@ fn operating_hours_are_checked_with_the_key_named() {
 fn defaults_toml_workstream() -> String {
     "[[workstreams]]\nid = \"support\"\naccount = \"demo\"\nlanguage = \"ja\"\ndefault_queue = \"general\"\nkeep_same_agent = true\ncapacity_units = 1\n".into()
 }
+
+#[actix_web::test]
+async fn a_restarted_conversation_does_not_tell_the_customer_twice() {
+    use linedesk_actors::conversation::{AskConversation, Question};
+    use linedesk_actors::domain::ConversationKey;
+    let desk = desk_with_messages(|_| {}).await;
+    let (first, user) = (customer(31), customer(32));
+    desk.write(&first, "hello").await;
+    desk.deliveries_to(&first, 1).await;
+    desk.write(&user, "hello").await;
+    let told = desk.deliveries_to(&user, 1).await;
+    assert!(
+        texts(&told[0])[1].contains("2番目"),
+        "{:?}",
+        texts(&told[0])
+    );
+    // The first customer is taken: the second is now first in line.
+    let mut alice = AgentClient::connect(&desk.app, "dev-alice-token").await;
+    alice.expect("hello").await;
+    accept_next_offer(&mut alice).await;
+    let conversation = format!("demo.user.{user}.1");
+    let system_entries = |transcript: Vec<Value>| {
+        transcript
+            .iter()
+            .filter(|e| e["author"]["type"] == "system")
+            .count()
+    };
+    assert_eq!(system_entries(desk.transcript(&conversation).await), 2);
+    // The actor fails and its supervisor brings it back from storage: it routes the
+    // conversation again (its position changed), but the customer was told already.
+    let key = ConversationKey::parse(&format!("demo/user/{user}")).unwrap();
+    desk.app
+        .registry
+        .send(AskConversation {
+            key,
+            question: Question::InjectFault,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    desk.write(&user, "still there?").await;
+    let transcript = desk.transcript(&conversation).await;
+    assert_eq!(system_entries(transcript), 2);
+    let to_user = desk
+        .line
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.to == user)
+        .count();
+    assert_eq!(to_user, 1);
+}

@@ -215,24 +215,25 @@ impl Conversation {
         if texts.is_empty() {
             return Ok(false);
         }
-        // Stable per occasion: the n-th transition of this conversation.
+        // Stable per occasion: the n-th transition of this conversation. Told already (a
+        // recovery routes the conversation again): nothing more to say.
         let occasion = current.map_or(0, |c| c.transitions.len());
         let id = format!("{conversation}/auto/{}/{occasion}", first.as_str());
-        let now = super::now_ms();
-        let mut recorded = false;
-        for text in &texts {
-            let content = Content::Text { text: text.clone() };
-            recorded |= state.record_automated(content, id.clone(), now, false);
+        if state.has_automated(&id) {
+            return Ok(false);
         }
+        let now = super::now_ms();
+        let contents: Vec<Content> = texts
+            .into_iter()
+            .map(|text| Content::Text { text })
+            .collect();
+        let recorded = state.record_automated(&contents, &id, now, false);
         let outgoing = Outgoing {
             id,
             key: self.key.clone(),
             conversation: conversation.clone(),
             origin: Origin::Automated { trigger: first },
-            contents: texts
-                .into_iter()
-                .map(|text| Content::Text { text })
-                .collect(),
+            contents,
             quick_replies: Vec::new(),
             reply_token: state.take_reply_token(now, outbound.reply_token_ttl.as_millis() as i64),
             show_sender: false,
@@ -282,7 +283,7 @@ impl Conversation {
             });
             if let Some(text) = consent {
                 let content = Content::Text { text };
-                state.record_automated(content.clone(), id.clone(), now, true);
+                state.record_automated(std::slice::from_ref(&content), &id, now, true);
                 contents.push(content);
             }
         }

@@ -954,43 +954,47 @@ impl ConversationState {
         (now_ms - token.received_at_ms < ttl_ms).then_some(token)
     }
 
-    /// Records an automated message in the open conversation's transcript, once per
-    /// `outgoing` id and text; `before_last` puts it ahead of the newest entry (the consent
-    /// notice precedes the agent message it goes out with). Returns whether it was new.
+    /// Whether the open conversation's transcript holds the automated message `outgoing`.
+    pub fn has_automated(&self, outgoing: &str) -> bool {
+        self.current.as_ref().is_some_and(|c| {
+            c.transcript
+                .iter()
+                .any(|e| e.author == Author::System && e.outgoing.as_deref() == Some(outgoing))
+        })
+    }
+
+    /// Records an automated message (its texts, in order) in the open conversation's
+    /// transcript, once per `outgoing` id; `before_last` puts it ahead of the newest entry (the
+    /// consent notice precedes the agent message it goes out with). Returns whether it was new.
     pub fn record_automated(
         &mut self,
-        content: Content,
-        outgoing: String,
+        contents: &[Content],
+        outgoing: &str,
         at: i64,
         before_last: bool,
     ) -> bool {
-        let Some(conversation) = &mut self.current else {
-            return false;
-        };
-        let seen = conversation.transcript.iter().any(|e| {
-            e.outgoing.as_ref() == Some(&outgoing)
-                && e.author == Author::System
-                && e.content.as_ref() == Some(&content)
-        });
-        if seen {
+        if self.has_automated(outgoing) {
             return false;
         }
-        let entry = TranscriptEntry {
-            at_ms: at,
-            author: Author::System,
-            message_id: None,
-            content: Some(content),
-            unsent: false,
-            seq: None,
-            client_msg_id: None,
-            internal: false,
-            outgoing: Some(outgoing),
+        let Some(conversation) = &mut self.current else {
+            return false;
         };
         let at_index = match before_last {
             true => conversation.transcript.len().saturating_sub(1),
             false => conversation.transcript.len(),
         };
-        conversation.transcript.insert(at_index, entry);
+        let entries = contents.iter().map(|content| TranscriptEntry {
+            at_ms: at,
+            author: Author::System,
+            message_id: None,
+            content: Some(content.clone()),
+            unsent: false,
+            seq: None,
+            client_msg_id: None,
+            internal: false,
+            outgoing: Some(outgoing.to_owned()),
+        });
+        conversation.transcript.splice(at_index..at_index, entries);
         conversation.updated_at_ms = at;
         true
     }

@@ -706,9 +706,9 @@ fn consent_is_due_once_per_conversation_and_recorded_before_the_agent_message() 
         text: "This conversation may be recorded.".into(),
     };
     let id = "demo.user.Ucustomer.1/agent/c1".to_string();
-    assert!(state.record_automated(notice.clone(), id.clone(), T0 + 2, true));
+    assert!(state.record_automated(std::slice::from_ref(&notice), &id, T0 + 2, true));
     assert!(
-        !state.record_automated(notice, id.clone(), T0 + 2, true),
+        !state.record_automated(&[notice], &id, T0 + 2, true),
         "recorded once"
     );
     let transcript = &state.current.as_ref().unwrap().transcript;
