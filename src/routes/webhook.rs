@@ -18,6 +18,7 @@ use crate::line::events::{self, Event, EventKind, MessageContent, Source};
 use crate::line::signature::{self, SignatureError};
 use crate::metrics::Rejection;
 use crate::outbound::FetchAttachment;
+use crate::storage::PendingDownload;
 use crate::storage::{IncomingEvent, StorageError};
 
 const SIGNATURE_HEADER: &str = "x-line-signature";
@@ -151,7 +152,7 @@ async fn receive(
         }
     }
 
-    let downloads: Vec<FetchAttachment> = parsed
+    let downloads: Vec<PendingDownload> = parsed
         .iter()
         .filter_map(|(event, _, _)| attachment_of(account, event, &state.settings))
         .collect();
@@ -163,6 +164,10 @@ async fn receive(
             raw: raw.to_owned(),
         })
         .collect();
+    // Recorded before the events, so the commit below covers both: a restart resumes them.
+    for download in &downloads {
+        state.outbound.content.add_pending(download)?;
+    }
     let outcome = state
         .journal
         .append(&account.id, incoming, now_ms())
@@ -178,7 +183,10 @@ async fn receive(
     // After the events are safe: a download never holds up LINE's webhook.
     if let Some(fetcher) = &state.outbound.attachments {
         for download in downloads {
-            fetcher.do_send(download);
+            fetcher.do_send(FetchAttachment {
+                download,
+                attempt: 0,
+            });
         }
     }
     tracing::debug!(
@@ -222,7 +230,7 @@ fn attachment_of(
     account: &crate::settings::AccountSettings,
     event: &Event,
     settings: &crate::settings::Settings,
-) -> Option<FetchAttachment> {
+) -> Option<PendingDownload> {
     let EventKind::Message { message } = &event.kind else {
         return None;
     };
@@ -244,12 +252,11 @@ fn attachment_of(
     let external_url = provider
         .filter(|p| p.kind == events::ContentProviderType::External)
         .and_then(|p| p.original_content_url.clone());
-    Some(FetchAttachment {
-        account: account.id.clone(),
+    Some(PendingDownload {
+        account: account.id.to_string(),
         message_id: id.clone(),
         external_url,
         name,
-        attempt: 0,
     })
 }
 

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::StorageError;
 
 const TREE: &str = "content";
+/// Customers' media still to download: survives a restart, which resumes them.
+const PENDING_TREE: &str = "content_pending";
 
 /// Metadata format written by this release.
 pub const CONTENT_FORMAT_VERSION: u16 = 1;
@@ -50,9 +52,26 @@ pub enum ContentError {
     Io(#[from] std::io::Error),
 }
 
+/// A customer's media waiting to be downloaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDownload {
+    pub account: String,
+    pub message_id: String,
+    /// `None`: LINE's content API; `Some(url)`: the customer's external provider.
+    pub external_url: Option<String>,
+    pub name: Option<String>,
+}
+
+impl PendingDownload {
+    pub fn id(&self) -> String {
+        ContentStore::customer_id(&self.account, &self.message_id)
+    }
+}
+
 #[derive(Clone)]
 pub struct ContentStore {
     tree: sled::Tree,
+    pending: sled::Tree,
     dir: PathBuf,
     max_bytes: u64,
 }
@@ -63,6 +82,7 @@ impl ContentStore {
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
             tree: db.open_tree(TREE).map_err(StorageError::from)?,
+            pending: db.open_tree(PENDING_TREE).map_err(StorageError::from)?,
             dir,
             max_bytes,
         })
@@ -117,6 +137,29 @@ impl ContentStore {
             .insert(id.as_bytes(), encoded)
             .map_err(StorageError::from)?;
         Ok(meta)
+    }
+
+    /// Remembers a download to do (written with the webhook's events, so it is as durable).
+    pub fn add_pending(&self, download: &PendingDownload) -> Result<(), StorageError> {
+        // unwrap: plain data serialises to JSON without fail.
+        let bytes = serde_json::to_vec(download).unwrap();
+        self.pending.insert(download.id().as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// The download is done, or given up.
+    pub fn remove_pending(&self, id: &str) -> Result<(), StorageError> {
+        self.pending.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Downloads not done yet (to resume at start-up); unreadable entries are skipped.
+    pub fn pending(&self) -> Vec<PendingDownload> {
+        self.pending
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .collect()
     }
 
     pub fn meta(&self, id: &str) -> Result<Option<ContentMeta>, StorageError> {
@@ -191,6 +234,25 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(files, 1, "only the first file is on disk");
+    }
+
+    #[test]
+    fn pending_downloads_are_kept_until_removed_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let store = ContentStore::open(&db, dir.path(), 100).unwrap();
+        let download = PendingDownload {
+            account: "demo".into(),
+            message_id: "42".into(),
+            external_url: None,
+            name: Some("a.pdf".into()),
+        };
+        store.add_pending(&download).unwrap();
+        store.add_pending(&download).unwrap();
+        let reopened = ContentStore::open(&db, dir.path(), 100).unwrap();
+        assert_eq!(reopened.pending(), vec![download.clone()]);
+        reopened.remove_pending(&download.id()).unwrap();
+        assert!(reopened.pending().is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod journal;
 mod outbox;
 
 pub use contacts::{ContactRecord, SledContacts, CONTACT_FORMAT_VERSION};
-pub use content::{ContentError, ContentMeta, ContentOrigin, ContentStore};
+pub use content::{ContentError, ContentMeta, ContentOrigin, ContentStore, PendingDownload};
 pub use conversations::{ConversationSummary, ListPage, ListQuery, SledConversationStore};
 pub use group_commit::GroupCommit;
 pub use journal::{AppendOutcome, IncomingEvent, Journal, StoredEvent, JOURNAL_FORMAT_VERSION};

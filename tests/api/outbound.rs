@@ -932,3 +932,48 @@ async fn a_restarted_conversation_does_not_tell_the_customer_twice() {
         .count();
     assert_eq!(to_user, 1);
 }
+
+#[actix_web::test]
+async fn a_download_cut_short_by_a_crash_is_resumed_after_the_restart() {
+    use crate::helpers::ServerProcess;
+    let line = FakeLine::start(FakeLineConfig::from_settings(&defaults())).unwrap();
+    line.register_content("7001", "image/png", vec![9u8; 2_000]);
+    // LINE's content API does not answer before the crash.
+    line.inject(Fault::hang(Duration::from_secs(120)).on("/v2/bot/message/7001/content"));
+    let data = tempfile::tempdir().unwrap();
+    let base = line.base_url();
+    let env = [
+        ("LINEDESK__LINE__API_BASE", base.as_str()),
+        ("LINEDESK__LINE__DATA_API_BASE", base.as_str()),
+        ("LINEDESK__LINE__REQUEST_TIMEOUT_MS", "60000"),
+    ];
+    let server = ServerProcess::start(data.path(), &env);
+    line.set_webhook_target(Some(server.address.clone()))
+        .unwrap();
+    let user = customer(40);
+    let status = line
+        .send_webhook("demo", vec![image_event(&line, &user, "7001")])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    line.wait_until(
+        |r| {
+            r.requests()
+                .any(|q| q.path == "/v2/bot/message/7001/content")
+        },
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    server.signal_and_wait("KILL");
+
+    let server = ServerProcess::start(data.path(), &env);
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let url = format!("{}/api/content/line-demo-7001", server.address);
+    eventually("the download resumes", || async {
+        let response = client.get(&url).bearer_auth("dev-bob-token").send().await;
+        response.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+}
