@@ -108,24 +108,27 @@ fn serve(state: &AppState, id: &str, allowed: impl Fn(&ContentMeta) -> bool) -> 
         || ErrorBody::new("not_found", format!("no content `{id}`")).respond(StatusCode::NOT_FOUND);
     match state.outbound.content.read(id) {
         Ok(Some((meta, bytes))) if allowed(&meta) => {
+            let content_type = meta
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into());
+            // Uploaded bytes are whatever someone sent: never let a browser run them as a page
+            // of this origin. Media show inline; anything else downloads.
+            let media = ["image/", "video/", "audio/"]
+                .iter()
+                .any(|kind| content_type.starts_with(kind));
             let mut response = HttpResponse::Ok();
-            response.content_type(
-                meta.content_type
-                    .clone()
-                    .unwrap_or_else(|| "application/octet-stream".into()),
-            );
+            response.content_type(content_type);
+            response.insert_header(("x-content-type-options", "nosniff"));
+            response.insert_header(("content-security-policy", "default-src 'none'; sandbox"));
             // Ids never change content: cache freely.
             response.insert_header((header::CACHE_CONTROL, "private, max-age=86400, immutable"));
-            if let Some(name) = &meta.name {
-                let safe: String = name
-                    .chars()
-                    .filter(|c| !c.is_control() && *c != '"')
-                    .collect();
-                response.insert_header((
-                    header::CONTENT_DISPOSITION,
-                    format!("inline; filename=\"{safe}\""),
-                ));
-            }
+            let disposition = if media { "inline" } else { "attachment" };
+            let name = meta.name.as_deref().unwrap_or(&meta.id);
+            response.insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("{disposition}; {}", filename_params(name)),
+            ));
             response.body(bytes)
         }
         Ok(_) => not_found(),
@@ -144,4 +147,34 @@ pub fn public_url(state: &AppState, meta: &ContentMeta) -> String {
         state.settings.server.public_url.trim_end_matches('/'),
         meta.id
     )
+}
+
+/// `filename="ascii"; filename*=UTF-8''percent-encoded` (RFC 6266): any name, safely quoted.
+fn filename_params(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_names_are_quoted_safely_in_any_script() {
+        assert_eq!(
+            super::filename_params("領収書 \"2\".pdf"),
+            "filename=\"___ _2_.pdf\"; filename*=UTF-8''%E9%A0%98%E5%8F%8E%E6%9B%B8%20%222%22.pdf"
+        );
+    }
 }
