@@ -11,6 +11,8 @@ use linedesk_actors::outbound::LookupProfile;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
+use linedesk_actors::conversation::now_ms;
+
 use crate::line::client::LineClient;
 use crate::metrics::Metrics;
 use crate::storage::{ContactRecord, SledContacts, CONTACT_FORMAT_VERSION};
@@ -110,10 +112,4 @@ impl Handler<LookupProfile> for ProfileFetcher {
         }
         Box::pin(async move { rx.await.ok().flatten() })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

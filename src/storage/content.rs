@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use linedesk_actors::conversation::now_ms;
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
@@ -197,12 +198,6 @@ impl ContentStore {
             .collect();
         self.dir.join(safe)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

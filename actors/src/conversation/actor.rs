@@ -617,7 +617,8 @@ impl Handler<InjectFault> for Conversation {
 }
 
 /// Wall-clock milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
+/// The wall clock in ms since the epoch, as every timestamp in linedesk is kept.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

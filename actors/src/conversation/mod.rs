@@ -13,7 +13,7 @@ mod memory_store;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use actor::now_ms;
+pub use actor::now_ms;
 pub use actor::{Conversation, ConversationEnv, ConversationLinks, RuntimeSettings};
 pub use messages::*;
 pub use registry::Registry;
