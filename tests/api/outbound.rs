@@ -259,7 +259,9 @@ async fn server_errors_rate_limits_and_lost_answers_are_retried_with_one_deliver
     let push = "/v2/bot/message/push";
     desk.line.inject(Fault::server_error().on(push));
     desk.line.inject(Fault::rate_limited().on(push));
-    // LINE takes the third attempt but its answer is lost: the fourth gets 409.
+    // The connection drops without an answer (a network failure).
+    desk.line.inject(Fault::drop_connection().on(push));
+    // LINE takes the fourth attempt but its answer is lost: the fifth gets 409.
     desk.line.inject(Fault::lose_response().on(push));
     alice
         .send(json!({"type": "send", "conversation_id": conversation, "client_msg_id": "r-1", "text": "one moment"}))
@@ -280,10 +282,10 @@ async fn server_errors_rate_limits_and_lost_answers_are_retried_with_one_deliver
         .into_iter()
         .filter(|r| r.path == push)
         .collect();
-    assert_eq!(attempts.len(), 4, "500, 429, lost answer, 409");
+    assert_eq!(attempts.len(), 5, "500, 429, dropped, lost answer, 409");
     let key = attempts[0].retry_key.clone().unwrap();
     assert!(attempts.iter().all(|r| r.retry_key.as_ref() == Some(&key)));
-    assert_eq!(attempts[3].status, Some(409));
+    assert_eq!(attempts[4].status, Some(409));
 }
 
 #[actix_web::test]
