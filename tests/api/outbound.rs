@@ -979,3 +979,35 @@ async fn a_download_cut_short_by_a_crash_is_resumed_after_the_restart() {
     .await;
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
 }
+
+#[actix_web::test]
+async fn sends_to_line_keep_under_the_accounts_rate_limit() {
+    // 5 requests a second, no burst: four customers greeted at once are spaced out.
+    let desk = desk_with_messages(|s| {
+        s.line.reply_token_ttl_ms = 0;
+        s.line.requests_per_second = 5.0;
+        s.line.burst = 1;
+    })
+    .await;
+    let users: Vec<String> = (50..54).map(customer).collect();
+    for user in &users {
+        desk.write(user, "hello").await;
+    }
+    desk.line
+        .wait_until(|r| r.deliveries().count() >= users.len(), PATIENCE)
+        .await
+        .unwrap();
+    let mut at: Vec<u64> = desk
+        .line
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v2/bot/message/push")
+        .map(|r| r.received_at_ms)
+        .collect();
+    at.sort_unstable();
+    assert_eq!(at.len(), users.len());
+    for pair in at.windows(2) {
+        // 200 ms apart at 5/s; a loaded machine only spaces them further.
+        assert!(pair[1] - pair[0] >= 180, "pushes at {at:?}");
+    }
+}
