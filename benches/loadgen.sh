@@ -30,7 +30,7 @@ LINEDESK__LINE__DATA_API_BASE="http://127.0.0.1:$LINE_PORT" \
 LINEDESK__LINE__REQUESTS_PER_SECOND=20000 LINEDESK__LINE__BURST=2000 \
   "$LINEDESK" serve --config "$work/agents.toml" > "$work/stdout" 2> "$work/stderr" &
 pid=$!
-for _ in $(seq 100); do grep -q '^listening on ' "$work/stdout" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "^listening on " "$work/stdout" && break; sleep 0.1; done
 url=$(sed -n 's/^listening on //p' "$work/stdout")
 warmup=()
 [ "$WARMUP" = 1 ] && warmup=(--warmup)
