@@ -8,7 +8,7 @@ use std::time::Duration;
 use linedesk::loadgen::{self, Load, LoadgenError, Options, Report};
 
 use crate::helpers::{
-    admin_get, spawn_app, spawn_app_with, use_loadgen_agents, ServerProcess, TestApp, PATIENCE,
+    spawn_app, spawn_app_with, use_loadgen_agents, ServerProcess, TestApp, PATIENCE,
 };
 
 /// Options against `app` with generous bounds: the counts, not the clock, end these runs.
