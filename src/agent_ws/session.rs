@@ -59,7 +59,10 @@ pub struct AgentSession {
 type PendingFrame = Pin<Box<dyn Future<Output = Option<String>>>>;
 
 /// Writes the session's frames in the order they were queued; ends when the session is gone.
-async fn write_frames(mut ws: actix_ws::Session, mut frames: mpsc::UnboundedReceiver<PendingFrame>) {
+async fn write_frames(
+    mut ws: actix_ws::Session,
+    mut frames: mpsc::UnboundedReceiver<PendingFrame>,
+) {
     while let Some(frame) = frames.recv().await {
         if let Some(text) = frame.await {
             let _ = ws.text(text).await;

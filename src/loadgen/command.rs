@@ -161,15 +161,14 @@ pub fn execute(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    let report = actix_web::rt::System::new()
-        .block_on(async move {
-            if let (Some(bind), Some(account)) = (args.run.line_bind, line_account) {
-                let line = super::embedded_line(bind, account)
-                    .with_context(|| format!("the fake LINE platform can't listen on {bind}"))?;
-                options.line = Some(line);
-            }
-            run(options).await.context("loadgen could not run")
-        })?;
+    let report = actix_web::rt::System::new().block_on(async move {
+        if let (Some(bind), Some(account)) = (args.run.line_bind, line_account) {
+            let line = super::embedded_line(bind, account)
+                .with_context(|| format!("the fake LINE platform can't listen on {bind}"))?;
+            options.line = Some(line);
+        }
+        run(options).await.context("loadgen could not run")
+    })?;
     if args.run.json {
         writeln!(stdout, "{}", report.to_json())?;
     } else {

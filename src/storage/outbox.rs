@@ -183,8 +183,7 @@ impl SledOutbox {
         // record. A crash in between leaves an entry without its record, which the dispatcher
         // skips; never a record that nothing will send (a stored record is not stored again).
         if !record.status.is_final() {
-            self.tree
-                .insert(pending_key(seq), outgoing.id.as_bytes())?;
+            self.tree.insert(pending_key(seq), outgoing.id.as_bytes())?;
         }
         self.tree.insert(key, encode(&record))?;
         Ok((!record.status.is_final()).then_some(seq))

@@ -274,7 +274,9 @@ async fn every_reply_is_timed_at_the_embedded_fake_line() {
         .iter()
         .filter(|d| d.texts().iter().any(|t| loadgen::find_marker(t).is_some()));
     assert!(
-        replies.clone().all(|d| d.via == linedesk::fake_line::Via::Reply),
+        replies
+            .clone()
+            .all(|d| d.via == linedesk::fake_line::Via::Reply),
         "{deliveries:?}"
     );
     assert_eq!(replies.count(), 10);
