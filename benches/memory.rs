@@ -153,6 +153,7 @@ fn reopened(path: &Path) {
         let started = Instant::now();
         let (_journal, store) = open(path);
         let registry = registry(&store, Duration::from_secs(60));
+        let opened = rss_mib();
         let open = store.open_conversations().unwrap();
         let ready = started.elapsed();
         let settings = Settings::load_from(None, std::iter::empty()).unwrap();
@@ -192,7 +193,8 @@ fn reopened(path: &Path) {
         let stats = registry.send(GetRegistryStats).await.unwrap();
         let rss = rss_mib();
         println!(
-            "restarted on that database: RSS {rss:.1} MiB (process baseline {base:.1} MiB), {} live actors",
+            "restarted on that database: RSS {opened:.1} MiB (process baseline {base:.1} MiB), {} live actors; \
+             {rss:.1} MiB once every open conversation is read and waiting in the router",
             stats.live
         );
         println!(
