@@ -5,6 +5,8 @@
 # webhookEventId unique. Ratios to the ceiling are the figures to quote.
 # Knobs: DURATION (s, default 10), CONNECTIONS (64), REQUESTS (unique webhooks, 600000),
 # DURABILITIES ("flush os"). Needs wrk (apt-get install wrk) and python3.
+# linedesk's LINE API base is a closed loopback port (127.0.0.1:9): profile fetches and
+# automated messages fail at once instead of waiting on the internet; this measures ingest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -43,6 +45,7 @@ run ceiling "$ceiling_bin"
 for durability in ${DURABILITIES:-flush os}; do
   LINEDESK__SERVER__BIND=127.0.0.1:0 LINEDESK__SERVER__WORKERS=1 \
   LINEDESK__STORAGE__PATH="$work/db" LINEDESK__STORAGE__DURABILITY="$durability" \
+  LINEDESK__LINE__API_BASE=http://127.0.0.1:9 LINEDESK__LINE__DATA_API_BASE=http://127.0.0.1:9 \
   LINEDESK__LOG__LEVEL=warn \
     run "linedesk durability=$durability" target/release/linedesk serve
 done

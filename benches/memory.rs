@@ -8,20 +8,30 @@
 //! 1. PASSIVATED conversations created, then all passivated, in this process;
 //! 2. LIVE conversation actors alive at once (RSS growth per actor);
 //! 3. a fresh process opening the database of all of them, as after a restart: what a node
-//!    pays for conversations it is not talking to.
+//!    pays for conversations it is not talking to, how long until it could accept webhooks
+//!    (sled, journal and conversation store open, registry started, open conversations read:
+//!    what `Application::build` does before it listens), and how long until the router has
+//!    re-queued every open conversation (`RestoreRouting`, as at start-up).
+//!
+//! The bench's conversations are created without a routing table, so their summaries carry no
+//! queue; phase 3 gives the unclassified ones the default queue before restoring them, so the
+//! router does the work a restart of classified conversations costs.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use linedesk::settings::Durability;
+use linedesk::settings::{Durability, Settings};
 use linedesk::storage::{IncomingEvent, Journal, SledConversationStore};
 use linedesk_actors::conversation::{
     ConversationSettings, ConversationStore, EventsStored, GetRegistryStats, Registry,
     RuntimeSettings,
 };
+use linedesk_actors::conversation::{RoutingInfo, Status};
 use linedesk_actors::domain::{AccountId, ConversationKey, LineSource};
+use linedesk_actors::router::actor::Router;
+use linedesk_actors::router::messages::{GetRouterStats, OpenConversation, RestoreRouting};
 use serde_json::value::RawValue;
 
 const LIMIT: Duration = Duration::from_secs(3_600);
@@ -140,13 +150,58 @@ async fn wait_until_none_live(registry: &Addr<Registry>) {
 fn reopened(path: &Path) {
     System::new().block_on(async move {
         let base = rss_mib();
+        let started = Instant::now();
         let (_journal, store) = open(path);
         let registry = registry(&store, Duration::from_secs(60));
+        let opened = rss_mib();
+        let open = store.open_conversations().unwrap();
+        let ready = started.elapsed();
+        let settings = Settings::load_from(None, std::iter::empty()).unwrap();
+        let router = Router::new(
+            settings.queue_policies(),
+            settings.routing.missed_offers_to_away,
+        )
+        .start();
+        let default_queue = RoutingInfo {
+            workstream: "support".into(),
+            queue: "general".into(),
+            skills: Default::default(),
+            priority: 0,
+            units: 1,
+            rule: None,
+            direct_to: None,
+        };
+        let count = open.len();
+        let requeued = router
+            .send(RestoreRouting {
+                conversations: open
+                    .into_iter()
+                    .map(|c| OpenConversation {
+                        agent: None,
+                        conversation: c.id,
+                        status: Status::Queued,
+                        routing: Some(c.routing.unwrap_or_else(|| default_queue.clone())),
+                        since_ms: c.opened_at_ms,
+                        capacity_held: false,
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap();
+        let waiting = router.send(GetRouterStats).await.unwrap().waiting;
+        let restored = started.elapsed();
         let stats = registry.send(GetRegistryStats).await.unwrap();
         let rss = rss_mib();
         println!(
-            "restarted on that database: RSS {rss:.1} MiB (process baseline {base:.1} MiB), {} live actors",
+            "restarted on that database: RSS {opened:.1} MiB (process baseline {base:.1} MiB), {} live actors; \
+             {rss:.1} MiB once every open conversation is read and waiting in the router",
             stats.live
+        );
+        println!(
+            "restart: ready to accept webhooks after {:.2} s ({count} open conversations read); \
+             {requeued} re-queued ({waiting} waiting) after {:.2} s",
+            ready.as_secs_f64(),
+            restored.as_secs_f64()
         );
         System::current().stop();
     });

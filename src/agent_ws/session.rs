@@ -2,7 +2,14 @@
 //! requests; events for the agent (from its [`Agent`] actor) become frames. A bad frame gets an
 //! `error` frame and the connection stays open. Heartbeats: the server pings every
 //! `routing.heartbeat_interval_ms` and closes a connection silent for two intervals.
+//!
+//! Frames leave through the session's outbox, in order: a writer task takes each pending frame,
+//! waits for what it waits on (an `assigned` for the disk, an `offer` for the conversation's
+//! details), and writes it. The actor itself never waits on them (no `ctx.wait`), so a slow
+//! fsync or websocket write holds up only the frames behind it, not the agent's own requests.
 
+use std::future::{ready, Future};
+use std::pin::Pin;
 use std::time::Duration;
 
 use actix::clock::Instant;
@@ -19,6 +26,7 @@ use linedesk_actors::router::actor::Router;
 use linedesk_actors::router::messages::{AcceptOffer, RejectOffer, RoutingError, SetPresence};
 use linedesk_actors::router::Presence;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 use super::protocol::{self, AgentInfo, ClientFrame, ServerFrame};
 use crate::storage::{Journal, SledContacts};
@@ -40,8 +48,26 @@ pub struct AgentSession {
     agent_id: AgentId,
     ports: SessionPorts,
     ws: actix_ws::Session,
+    /// Frames for the agent, in order (see the module docs); `None` until started.
+    outbox: Option<mpsc::UnboundedSender<PendingFrame>>,
     session: Option<u64>,
     last_seen: Instant,
+}
+
+/// A frame on its way to the agent: its text once what it waits on is done (`None`: nothing to
+/// send after all).
+type PendingFrame = Pin<Box<dyn Future<Output = Option<String>>>>;
+
+/// Writes the session's frames in the order they were queued; ends when the session is gone.
+async fn write_frames(
+    mut ws: actix_ws::Session,
+    mut frames: mpsc::UnboundedReceiver<PendingFrame>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if let Some(text) = frame.await {
+            let _ = ws.text(text).await;
+        }
+    }
 }
 
 impl AgentSession {
@@ -59,21 +85,22 @@ impl AgentSession {
             agent_id,
             ports,
             ws,
+            outbox: None,
             session: None,
             last_seen: Instant::now(),
         }
     }
 
-    /// Sends a frame, in order: the actor waits for each send.
-    fn send(&self, frame: ServerFrame, ctx: &mut Context<Self>) {
-        let mut ws = self.ws.clone();
-        let text = frame.to_text();
-        ctx.wait(
-            async move {
-                let _ = ws.text(text).await;
-            }
-            .into_actor(self),
-        );
+    /// Queues a frame behind the ones already queued.
+    fn send(&self, frame: ServerFrame, _ctx: &mut Context<Self>) {
+        self.queue(Box::pin(ready(Some(frame.to_text()))));
+    }
+
+    fn queue(&self, frame: PendingFrame) {
+        if let Some(outbox) = &self.outbox {
+            // The writer only ends once the session drops the sender.
+            let _ = outbox.send(frame);
+        }
     }
 
     fn error(
@@ -433,9 +460,10 @@ impl AgentSession {
                 conversation,
                 recent,
             } => {
-                // `assigned` promises the assignment survives a crash, as `ack` does for sends.
+                // `assigned` promises the assignment survives a crash, as `ack` does for sends:
+                // it rides on the next group commit, and the frames behind it wait with it.
                 let journal = self.ports.journal.clone();
-                let frame = ServerFrame::Assigned {
+                let text = ServerFrame::Assigned {
                     conversation_id: conversation.to_string(),
                     recent_messages: recent
                         .iter()
@@ -443,16 +471,14 @@ impl AgentSession {
                             |m| json!({"at_ms": m.at_ms, "author": m.author, "preview": m.preview}),
                         )
                         .collect(),
-                };
-                ctx.wait(
-                    async move {
-                        if let Err(e) = journal.commit().await {
-                            tracing::error!(error.message = %e, "could not flush an assignment");
-                        }
+                }
+                .to_text();
+                return self.queue(Box::pin(async move {
+                    if let Err(e) = journal.commit().await {
+                        tracing::error!(error.message = %e, "could not flush an assignment");
                     }
-                    .into_actor(self),
-                );
-                frame
+                    Some(text)
+                }));
             }
             AgentEvent::Message {
                 conversation,
@@ -503,15 +529,16 @@ impl AgentSession {
         conversation: ConversationId,
         queue: String,
         expires_at_ms: i64,
-        ctx: &mut Context<Self>,
+        _ctx: &mut Context<Self>,
     ) {
         let ask = AskConversation {
             key: conversation.key.clone(),
             question: Question::Get,
         };
         let request = self.ports.registry.send(ask);
-        ctx.wait(request.into_actor(self).map(move |answer, act, ctx| {
-            let (customer, recent) = match answer {
+        let contacts = self.ports.contacts.clone();
+        self.queue(Box::pin(async move {
+            let (customer, recent) = match request.await {
                 Ok(Ok(view)) => {
                     let state = view.state;
                     let recent: Vec<Value> = state
@@ -525,7 +552,7 @@ impl AgentSession {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    let profile = act.ports.contacts.cached(&conversation.key).unwrap_or_default();
+                    let profile = contacts.cached(&conversation.key).unwrap_or_default();
                     let customer = json!({
                         "user_id": conversation.key.source.chat_id(),
                         "display_name": profile.display_name,
@@ -538,16 +565,14 @@ impl AgentSession {
                 }
                 _ => (json!({"user_id": conversation.key.source.chat_id()}), Vec::new()),
             };
-            act.send(
-                ServerFrame::Offer {
-                    conversation_id: conversation.to_string(),
-                    queue,
-                    customer,
-                    recent_messages: recent,
-                    expires_at_ms,
-                },
-                ctx,
-            );
+            let frame = ServerFrame::Offer {
+                conversation_id: conversation.to_string(),
+                queue,
+                customer,
+                recent_messages: recent,
+                expires_at_ms,
+            };
+            Some(frame.to_text())
         }));
     }
 }
@@ -570,6 +595,9 @@ impl Actor for AgentSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let (outbox, frames) = mpsc::unbounded_channel();
+        self.outbox = Some(outbox);
+        actix::spawn(write_frames(self.ws.clone(), frames));
         let connect = Connect {
             sink: ctx.address().recipient(),
         };

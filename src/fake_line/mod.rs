@@ -46,7 +46,9 @@ use crate::settings::{AccountSettings, Settings};
 
 pub use customers::{CustomersReport, SimulatedCustomers, CUSTOMER_LINES};
 pub use faults::{Fault, FaultAction};
-pub use recorder::{Delivery, RecordedRequest, Recorder, SentMessage, Via, MAX_RECORDED};
+pub use recorder::{
+    Delivery, DeliveryHook, RecordedRequest, Recorder, SentMessage, Via, MAX_RECORDED,
+};
 pub use state::{Profile, MAX_REPLY_TOKENS, MAX_RETRY_KEYS, RETRY_KEY_VALIDITY};
 pub use webhooks::{SentText, WebhookError};
 
@@ -235,6 +237,12 @@ impl FakeLine {
     pub fn reset(&self) {
         self.shared.lock().reset_recording();
         self.shared.notify();
+    }
+
+    /// Calls `hook` with every delivery accepted from now on, as it is accepted: for observers
+    /// that can't afford to poll the recording (the load generator timing agent replies).
+    pub fn on_delivery(&self, hook: DeliveryHook) {
+        self.shared.lock().recorder.on_delivery(hook);
     }
 
     /// Adds a fault; it applies to the next matching requests.

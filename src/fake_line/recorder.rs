@@ -6,6 +6,8 @@
 //! numbers keep counting, so a gap at the front shows what was dropped.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -93,6 +95,10 @@ impl Delivery {
     }
 }
 
+/// Called with every accepted delivery, on the fake's worker thread while it holds the state
+/// lock: keep it cheap (the load generator finds its markers and sends them on a channel).
+pub type DeliveryHook = Arc<dyn Fn(&Delivery) + Send + Sync>;
+
 /// The bounded recording of requests and deliveries.
 #[derive(Debug, Default)]
 pub struct Recorder {
@@ -100,6 +106,17 @@ pub struct Recorder {
     deliveries: VecDeque<Delivery>,
     last_request: u64,
     last_delivery: u64,
+    hooks: Hooks,
+}
+
+/// The delivery hooks; they survive a reset.
+#[derive(Default, Clone)]
+struct Hooks(Vec<DeliveryHook>);
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} delivery hooks", self.0.len())
+    }
 }
 
 impl Recorder {
@@ -149,12 +166,24 @@ impl Recorder {
     pub(crate) fn record_delivery(&mut self, mut delivery: Delivery) {
         self.last_delivery += 1;
         delivery.seq = self.last_delivery;
+        for hook in &self.hooks.0 {
+            hook(&delivery);
+        }
         push_bounded(&mut self.deliveries, delivery);
+    }
+
+    /// Calls `hook` with every delivery accepted from now on.
+    pub(crate) fn on_delivery(&mut self, hook: DeliveryHook) {
+        self.hooks.0.push(hook);
     }
 
     /// Forgets every request and delivery; numbering starts again from 1.
     pub(crate) fn clear(&mut self) {
-        *self = Recorder::default();
+        let hooks = std::mem::take(&mut self.hooks);
+        *self = Recorder {
+            hooks,
+            ..Recorder::default()
+        };
     }
 }
 

@@ -94,6 +94,12 @@ pub struct RunArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Embed a fake LINE platform listening here (loopback, e.g. 127.0.0.1:9100) for the
+    /// account (its access token and secret from the settings), and measure agent send → LINE.
+    /// Start the server with LINEDESK__LINE__API_BASE and LINEDESK__LINE__DATA_API_BASE set to
+    /// http://ADDRESS.
+    #[arg(long, value_name = "ADDRESS")]
+    pub line_bind: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {
@@ -145,10 +151,24 @@ pub fn execute(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<()> {
         write!(stdout, "{}", agents_config(a.agents, a.capacity, &a.queues))?;
         return Ok(());
     }
-    let options = args.run.options(settings)?;
-    let report = actix_web::rt::System::new()
-        .block_on(run(options))
-        .context("loadgen could not run")?;
+    let mut options = args.run.options(settings)?;
+    let line_account = match args.run.line_bind {
+        Some(_) => Some(settings.account(&args.run.account).with_context(|| {
+            format!(
+                "--line-bind needs account `{}` in the settings (its access token)",
+                args.run.account
+            )
+        })?),
+        None => None,
+    };
+    let report = actix_web::rt::System::new().block_on(async move {
+        if let (Some(bind), Some(account)) = (args.run.line_bind, line_account) {
+            let line = super::embedded_line(bind, account)
+                .with_context(|| format!("the fake LINE platform can't listen on {bind}"))?;
+            options.line = Some(line);
+        }
+        run(options).await.context("loadgen could not run")
+    })?;
     if args.run.json {
         writeln!(stdout, "{}", report.to_json())?;
     } else {

@@ -12,8 +12,10 @@
 //!
 //! Everything runs as tasks on the caller's actix system (awc is `!Send`); the state they share
 //! lives in one [`Run`] behind a `RefCell`. Deliveries of agents' replies to LINE come in
-//! through [`Options::line_deliveries`] as [`LineDelivery`] values from whoever observes them
-//! (the fake LINE platform).
+//! through [`Options::line_deliveries`] as [`LineDelivery`] values from whoever observes them;
+//! with [`Options::line`] the run embeds the fake LINE platform ([`embedded_line`]) and observes
+//! them itself: a hook on the fake sends each delivered marker as it is accepted, and the fake
+//! issues the webhooks' reply tokens.
 
 mod agents;
 pub mod command;
@@ -26,7 +28,10 @@ mod tracker;
 mod webhooks;
 
 use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -40,7 +45,9 @@ pub use report::{Report, WarmupReport};
 pub use schedule::OpenLoop;
 pub use target::Target;
 
+use crate::fake_line::{FakeChannel, FakeLine, FakeLineConfig};
 use crate::metrics::ProcessStats;
+use crate::settings::AccountSettings;
 use markers::{Marker, RunId};
 use metrics_scrape::ServerSample;
 use report::{EventCounts, Latencies, Mode, Recorder, RequestCounts};
@@ -96,6 +103,23 @@ pub struct Options {
     pub progress: bool,
     /// Deliveries of agents' replies at the fake LINE, if one is observed.
     pub line_deliveries: Option<mpsc::UnboundedReceiver<LineDelivery>>,
+    /// A fake LINE platform the target sends to (see [`embedded_line`]): the run observes its
+    /// deliveries (in place of `line_deliveries`) and has it issue the reply tokens.
+    pub line: Option<FakeLine>,
+}
+
+/// Starts the fake LINE platform for a run on `bind` (loopback; port 0 picks one), serving
+/// `account`'s channel with its access token and secret. Point the server under test at it
+/// (`line.api_base` and `line.data_api_base`, or `LINEDESK__LINE__API_BASE`) and pass it as
+/// [`Options::line`]. Request bodies are not checked against LINE's schema, to keep the fake
+/// cheap next to the load it measures. Must be called inside an actix system.
+pub fn embedded_line(bind: SocketAddr, account: &AccountSettings) -> io::Result<FakeLine> {
+    FakeLine::start(FakeLineConfig {
+        bind,
+        channels: vec![FakeChannel::from_account(account)],
+        schema_check: false,
+        ..FakeLineConfig::default()
+    })
 }
 
 impl Options {
@@ -117,6 +141,7 @@ impl Options {
             drain: Duration::from_secs(5),
             progress: false,
             line_deliveries: None,
+            line: None,
         }
     }
 
@@ -212,6 +237,19 @@ pub async fn run(mut options: Options) -> Result<Report, LoadgenError> {
     check_health(&side, &target).await?;
 
     let id = RunId::fresh();
+    if let Some(line) = &options.line {
+        let (deliveries, observed) = mpsc::unbounded_channel();
+        line.on_delivery(Arc::new(move |delivery| {
+            let at = Instant::now();
+            for text in delivery.texts() {
+                if let Some(marker) = find_marker(text) {
+                    let marker = marker.to_owned();
+                    let _ = deliveries.send(LineDelivery { marker, at });
+                }
+            }
+        }));
+        options.line_deliveries = Some(observed);
+    }
     let observe_line = options.line_deliveries.is_some();
     let run = Rc::new(Run {
         id,
@@ -223,7 +261,8 @@ pub async fn run(mut options: Options) -> Result<Report, LoadgenError> {
             options.secret.clone(),
             options.users,
             options.events_per_request,
-        ),
+        )
+        .with_line(options.line.clone()),
         state: RefCell::new(Shared {
             recorder: Recorder::default(),
             tracker: Tracker::new(options.agents > 0, observe_line),

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::markers::{Marker, RunId};
 use super::schedule::OpenLoop;
 use super::Run;
+use crate::fake_line::FakeLine;
 use crate::line::signature;
 
 /// The bot's user id in `destination` (linedesk does not check it).
@@ -37,6 +38,9 @@ pub struct WebhookFactory {
     secret: SecretString,
     users: u64,
     events_per_request: u32,
+    /// The embedded fake LINE platform, which issues the events' reply tokens (so linedesk's
+    /// replies with them are delivered, as LINE would).
+    line: Option<FakeLine>,
 }
 
 impl WebhookFactory {
@@ -46,7 +50,14 @@ impl WebhookFactory {
             secret,
             users: users.max(1),
             events_per_request,
+            line: None,
         }
+    }
+
+    /// Reply tokens come from `line` from now on.
+    pub fn with_line(mut self, line: Option<FakeLine>) -> Self {
+        self.line = line;
+        self
     }
 
     /// The LINE user id (`U` + 32 hex) who writes customer message `n`: the run id, then the
@@ -71,6 +82,10 @@ impl WebhookFactory {
         let list: Vec<serde_json::Value> = events
             .clone()
             .map(|n| {
+                let reply_token = match &self.line {
+                    Some(line) => line.issue_reply_token(&self.user_id(n)),
+                    None => format!("{run:08x}{n:024x}"),
+                };
                 json!({
                     "type": "message",
                     "mode": "active",
@@ -78,7 +93,7 @@ impl WebhookFactory {
                     "source": {"type": "user", "userId": self.user_id(n)},
                     "webhookEventId": ulid(now_ms, (u64::from(run) << 40) | (n & 0xff_ffff_ffff)),
                     "deliveryContext": {"isRedelivery": false},
-                    "replyToken": format!("{run:08x}{n:024x}"),
+                    "replyToken": reply_token,
                     "message": {
                         "type": "text",
                         "id": format!("{:06}{:012}", run % 1_000_000, n % 1_000_000_000_000),

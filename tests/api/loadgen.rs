@@ -8,7 +8,7 @@ use std::time::Duration;
 use linedesk::loadgen::{self, Load, LoadgenError, Options, Report};
 
 use crate::helpers::{
-    admin_get, spawn_app, spawn_app_with, use_loadgen_agents, ServerProcess, TestApp, PATIENCE,
+    spawn_app, spawn_app_with, use_loadgen_agents, ServerProcess, TestApp, PATIENCE,
 };
 
 /// Options against `app` with generous bounds: the counts, not the clock, end these runs.
@@ -240,50 +240,25 @@ fn the_command_runs_against_a_server_process_with_the_generated_agents_and_print
 }
 
 #[actix_web::test]
-async fn replies_observed_at_line_are_matched_to_their_sends() {
-    let app = spawn_app_with(|s| use_loadgen_agents(s, 1, 50)).await;
-    let (deliveries, observed) = tokio::sync::mpsc::unbounded_channel();
+async fn every_reply_is_timed_at_the_embedded_fake_line() {
+    let defaults = linedesk::settings::Settings::load_from(None, std::iter::empty())
+        .expect("default settings");
+    let account = defaults.account("demo").expect("the demo account");
+    let line = loadgen::embedded_line("127.0.0.1:0".parse().unwrap(), account)
+        .expect("the fake LINE platform starts");
+    let app = spawn_app_with(|s| {
+        use_loadgen_agents(s, 1, 50);
+        s.line.api_base = line.base_url();
+        s.line.data_api_base = line.base_url();
+    })
+    .await;
     let mut options = options(&app);
     options.users = 10;
     options.max_requests = Some(10);
     options.agents = 1;
-    options.line_deliveries = Some(observed);
-
-    // Stands in for the fake LINE platform until it exists: reads the agents' replies from the
-    // transcripts and reports each one once, as the platform will when it receives them.
-    let done = std::rc::Rc::new(std::cell::Cell::new(false));
-    let watcher = {
-        let (done, address) = (done.clone(), app.address.clone());
-        actix_web::rt::spawn(async move {
-            let client = awc::Client::builder().timeout(PATIENCE).finish();
-            let mut reported = std::collections::HashSet::new();
-            let deadline = std::time::Instant::now() + PATIENCE;
-            while !done.get() && std::time::Instant::now() < deadline {
-                let list = admin_get(&client, &address, "/api/conversations?account=demo").await;
-                for item in list.body["items"].as_array().cloned().unwrap_or_default() {
-                    let path = format!("/api/conversations/{}", item["id"].as_str().unwrap());
-                    let doc = admin_get(&client, &address, &path).await.body;
-                    for entry in doc["transcript"].as_array().cloned().unwrap_or_default() {
-                        let text = entry["preview"].as_str().unwrap_or_default();
-                        if let Some(marker) = loadgen::find_marker(text) {
-                            if entry["author"]["type"] == "agent"
-                                && reported.insert(marker.to_owned())
-                            {
-                                let at = std::time::Instant::now();
-                                let marker = marker.to_owned();
-                                let _ = deliveries.send(loadgen::LineDelivery { marker, at });
-                            }
-                        }
-                    }
-                }
-                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    options.line = Some(line.clone());
 
     let report = loadgen::run(options).await.expect("the run completes");
-    done.set(true);
-    watcher.await.unwrap();
 
     assert_no_errors(&report);
     assert_eq!(report.agent_activity.acks, 10, "{report}");
@@ -293,4 +268,16 @@ async fn replies_observed_at_line_are_matched_to_their_sends() {
         "{report}"
     );
     assert_eq!(report.latency_ms.agent_send_to_line.count, 10, "{report}");
+    // Each reply went out with the reply token the fake issued for its event.
+    let deliveries = line.deliveries();
+    let replies = deliveries
+        .iter()
+        .filter(|d| d.texts().iter().any(|t| loadgen::find_marker(t).is_some()));
+    assert!(
+        replies
+            .clone()
+            .all(|d| d.via == linedesk::fake_line::Via::Reply),
+        "{deliveries:?}"
+    );
+    assert_eq!(replies.count(), 10);
 }
