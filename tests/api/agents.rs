@@ -75,14 +75,31 @@ impl AgentClient {
         self.expect_matching(|f| f["type"] == kind).await
     }
 
-    /// The next frame `wanted` accepts; the others are kept in `seen`.
+    /// A frame `wanted` accepts that already arrived (while waiting for another), taken out of
+    /// `seen`.
+    pub fn take_seen(&mut self, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+        let at = self.seen.iter().position(wanted)?;
+        Some(self.seen.remove(at))
+    }
+
+    /// The next frame `wanted` accepts; the others are kept in `seen`. Gives up after
+    /// `PATIENCE` in all (other frames and pings arriving meanwhile do not extend it).
     pub async fn expect_matching(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let frame = self.next().await;
-            if wanted(&frame) {
-                return frame;
+        let search = async {
+            loop {
+                let frame = self.next().await;
+                if wanted(&frame) {
+                    return frame;
+                }
+                self.seen.push(frame);
             }
-            self.seen.push(frame);
+        };
+        match tokio::time::timeout(PATIENCE, search).await {
+            Ok(frame) => frame,
+            Err(_) => panic!(
+                "the awaited frame did not come in time; frames seen meanwhile: {:?}",
+                self.seen
+            ),
         }
     }
 }
