@@ -8,6 +8,7 @@
 //! details), and writes it. The actor itself never waits on them (no `ctx.wait`), so a slow
 //! fsync or websocket write holds up only the frames behind it, not the agent's own requests.
 
+use linedesk_actors::conversation::now_ms;
 use std::future::{ready, Future};
 use std::pin::Pin;
 use std::time::Duration;
@@ -582,13 +583,6 @@ fn presence_name(presence: Presence) -> String {
         Ok(Value::String(s)) => s,
         _ => format!("{presence:?}"),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl Actor for AgentSession {

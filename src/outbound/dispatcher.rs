@@ -10,6 +10,7 @@
 //! token bucket. Retries back off with jitter on timeouts, 5xx and rate limits, for up to
 //! `line.retry_window_ms`; a used-up monthly quota and other refusals are final.
 
+use linedesk_actors::conversation::now_ms;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -386,10 +387,4 @@ impl Handler<OutboxQueued> for Dispatcher {
         }
         self.pump(ctx);
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
+use linedesk_actors::conversation::now_ms;
 use linedesk_actors::conversation::EventsStored;
 use linedesk_actors::domain::{AccountId, ConversationKey, IdError, LineSource};
 use secrecy::ExposeSecret;
@@ -279,11 +280,4 @@ fn unknown_type(event: &Event) -> Option<&'static str> {
         } => Some("message"),
         _ => None,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
