@@ -11,13 +11,13 @@
 //! `line.retry_window_ms`; a used-up monthly quota and other refusals are final.
 
 use linedesk_actors::conversation::now_ms;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use linedesk_actors::agent::AgentEvent;
-use linedesk_actors::domain::{AccountId, AgentId, ConversationKey, DeliveryStatus, Origin};
+use linedesk_actors::domain::{AccountId, AgentId, DeliveryStatus, Origin};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::line::backoff::{jitter, Backoff};
@@ -25,6 +25,8 @@ use crate::line::client::{LineClient, LineError};
 use crate::line::rate_limit::TokenBucket;
 use crate::metrics::Metrics;
 use crate::storage::{OutboxQueued, OutboxRecord, SentVia, SledOutbox};
+
+use super::send_queue::{Next, SendQueue, Waiting};
 
 /// How the dispatcher behaves; from `[line]`.
 #[derive(Debug, Clone)]
@@ -42,12 +44,6 @@ struct AccountLine {
     bucket: TokenBucket,
 }
 
-struct Waiting {
-    id: String,
-    key: ConversationKey,
-    not_before_ms: i64,
-}
-
 pub struct Dispatcher {
     outbox: SledOutbox,
     client: LineClient,
@@ -55,10 +51,8 @@ pub struct Dispatcher {
     agents: Arc<HashMap<AgentId, Recipient<AgentEvent>>>,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
-    /// Not delivered yet, in the order stored.
-    waiting: BTreeMap<u64, Waiting>,
-    /// Chats with a request to LINE in flight.
-    busy: HashSet<ConversationKey>,
+    /// Not delivered yet.
+    queue: SendQueue,
     wake_at: Option<Instant>,
 }
 
@@ -91,8 +85,7 @@ impl Dispatcher {
             agents,
             settings,
             metrics,
-            waiting: BTreeMap::new(),
-            busy: HashSet::new(),
+            queue: SendQueue::default(),
             wake_at: None,
         }
     }
@@ -105,7 +98,7 @@ impl Dispatcher {
                     key: record.outgoing.key.clone(),
                     not_before_ms: record.next_attempt_at_ms,
                 };
-                self.waiting.insert(seq, waiting);
+                self.queue.insert(seq, waiting);
             }
             Ok(_) => {}
             Err(e) => {
@@ -114,40 +107,39 @@ impl Dispatcher {
         }
     }
 
-    /// Starts every request that may go now, and sets a timer for the earliest one that may go
+    /// Starts every request that may go now, one account at a time in turn so that a busy
+    /// account does not starve the others, and sets a timer for the earliest one that may go
     /// later.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let mut passed = HashSet::new();
         let mut next_wake: Option<i64> = None;
-        let mut ready = Vec::new();
-        for (&seq, waiting) in &self.waiting {
-            if self.busy.len() + ready.len() >= self.settings.concurrency {
-                break;
-            }
-            // Later messages of a chat wait for its earlier ones.
-            if self.busy.contains(&waiting.key) || !passed.insert(waiting.key.clone()) {
-                continue;
-            }
-            if waiting.not_before_ms > now {
-                next_wake =
-                    Some(next_wake.map_or(waiting.not_before_ms, |w| w.min(waiting.not_before_ms)));
-                continue;
-            }
-            match self.accounts.get_mut(&waiting.key.account) {
-                Some(account) => match account.bucket.try_acquire(Instant::now()) {
-                    Ok(()) => ready.push(seq),
-                    Err(wait) => {
-                        let at = now + wait.as_millis() as i64 + 1;
-                        next_wake = Some(next_wake.map_or(at, |w| w.min(at)));
+        let mut wake_at = |at: i64| next_wake = Some(next_wake.map_or(at, |w| w.min(at)));
+        let mut accounts = self.queue.accounts();
+        while !accounts.is_empty() && self.queue.in_flight() < self.settings.concurrency {
+            // Each round starts at most one request per account.
+            accounts.retain(|account| {
+                if self.queue.in_flight() >= self.settings.concurrency {
+                    return false;
+                }
+                let seq = match self.queue.next(account, now) {
+                    Next::Ready(seq) => seq,
+                    Next::Later(at) => {
+                        wake_at(at);
+                        return false;
                     }
-                },
-                // The account is gone from the config: nothing can send it.
-                None => ready.push(seq),
-            }
-        }
-        for seq in ready {
-            self.start(seq, ctx);
+                    Next::Empty => return false,
+                };
+                if let Some(line) = self.accounts.get_mut(account) {
+                    if let Err(wait) = line.bucket.try_acquire(Instant::now()) {
+                        wake_at(now + wait.as_millis() as i64 + 1);
+                        return false;
+                    }
+                }
+                // An account gone from the config goes on: `start` fails its messages.
+                self.queue.take(seq);
+                self.start(seq, ctx);
+                true
+            });
         }
         if let Some(at) = next_wake {
             let delay = Duration::from_millis((at - now).max(1) as u64);
@@ -163,18 +155,18 @@ impl Dispatcher {
     }
 
     fn start(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        let Some(waiting) = self.waiting.get(&seq) else {
+        let Some(waiting) = self.queue.get(seq) else {
             return;
         };
         let record = match self.outbox.get(&waiting.id) {
             Ok(Some(record)) => record,
             Ok(None) => {
-                self.waiting.remove(&seq);
+                self.queue.done(seq, None);
                 return;
             }
             Err(e) => {
                 tracing::error!(error.message = %e, outgoing_id = %waiting.id, "unreadable outbox record; it stays unsent");
-                self.waiting.remove(&seq);
+                self.queue.done(seq, None);
                 return;
             }
         };
@@ -186,7 +178,6 @@ impl Dispatcher {
             self.finish(seq, record, Err(Failure::Final(reason)));
             return;
         };
-        self.busy.insert(waiting.key.clone());
         let token = account.access_token.expose_secret().to_owned();
         let client = self.client.clone();
         let reply_ttl = self.settings.reply_token_ttl;
@@ -195,7 +186,6 @@ impl Dispatcher {
         ctx.spawn(
             send.into_actor(self)
                 .map(move |(record, outcome), act, ctx| {
-                    act.busy.remove(&record.outgoing.key);
                     act.finish(seq, record, outcome);
                     act.pump(ctx);
                 }),
@@ -263,11 +253,8 @@ impl Dispatcher {
             // push by its retry key.
             tracing::error!(error.message = %e, outgoing_id = %record.outgoing.id, "could not save delivery progress");
         }
-        if status.is_final() {
-            self.waiting.remove(&seq);
-        } else if let Some(waiting) = self.waiting.get_mut(&seq) {
-            waiting.not_before_ms = record.next_attempt_at_ms;
-        }
+        let retry_at = (!status.is_final()).then_some(record.next_attempt_at_ms);
+        self.queue.done(seq, retry_at);
         if let (
             Origin::Agent {
                 agent,
@@ -382,7 +369,7 @@ impl Handler<OutboxQueued> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: OutboxQueued, ctx: &mut Self::Context) {
-        if !self.waiting.contains_key(&msg.seq) {
+        if !self.queue.contains(msg.seq) {
             self.track(msg.seq, msg.id);
         }
         self.pump(ctx);

@@ -5,6 +5,7 @@ mod attachments;
 mod dispatcher;
 mod planner;
 mod profiles;
+mod send_queue;
 
 pub use attachments::{AttachmentFetcher, FetchAttachment};
 pub use dispatcher::{DispatchSettings, Dispatcher};
