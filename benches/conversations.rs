@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use linedesk::line::{events, inbound};
 use linedesk::settings::Durability;
 use linedesk::storage::{IncomingEvent, Journal, SledConversationStore};
 use linedesk_actors::conversation::{
-    AskConversation, ConversationSettings, ConversationState, EventsStored, Question, Registry,
-    RuntimeSettings,
+    AskConversation, ConversationSettings, ConversationState, Question, Registry, RuntimeSettings,
 };
 use linedesk_actors::domain::{
     AccountId, Content, ConversationKey, Inbound, InboundKind, LineSource,
@@ -31,8 +31,9 @@ fn raw_text(id: u64, user: usize) -> Box<RawValue> {
     .unwrap()
 }
 
-/// `rounds` × `users` events: each round appends one event per user, notifies the registry,
-/// and waits until every actor has applied it (its answer is the synchronisation point).
+/// `rounds` × `users` events: each round appends one event per user (the journal notifies the
+/// registry, handing over the events) and waits until every actor has applied it (its answer
+/// is the synchronisation point).
 fn through_actors(c: &mut Criterion) {
     const USERS: usize = 100;
     let mut group = c.benchmark_group("conversation_pipeline");
@@ -54,6 +55,7 @@ fn through_actors(c: &mut Criterion) {
                 let registry =
                     Registry::new(Arc::new(store), ConversationSettings::default(), runtime)
                         .start();
+                journal.notify(registry.clone().recipient());
                 let account = AccountId::parse("demo").unwrap();
                 let mut next_id = 0u64;
                 let start = Instant::now();
@@ -61,17 +63,18 @@ fn through_actors(c: &mut Criterion) {
                     let events = (0..USERS)
                         .map(|u| {
                             next_id += 1;
+                            let raw = raw_text(next_id, u);
+                            let event = events::parse_event(raw.get()).unwrap();
                             IncomingEvent {
                                 webhook_event_id: format!("E{next_id}"),
                                 conversation: key(u),
-                                raw: raw_text(next_id, u),
+                                inbound: Some(inbound::to_inbound("demo", &event, 0, now_ms())),
+                                raw,
                             }
                         })
                         .collect();
-                    let outcome = journal.append(&account, events, now_ms()).await.unwrap();
-                    for (key, seq) in outcome.latest {
-                        registry.do_send(EventsStored { key, seq });
-                    }
+                    // The journal tells the registry, as in the server.
+                    journal.append(&account, events, now_ms()).await.unwrap();
                     for u in 0..USERS {
                         registry
                             .send(AskConversation {

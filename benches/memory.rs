@@ -107,11 +107,16 @@ async fn feed(
                     r#"{{"type":"message","message":{{"type":"text","id":"{u}","quoteToken":"q","text":"hello"}},"webhookEventId":"E{u}","deliveryContext":{{"isRedelivery":false}},"timestamp":1700000000000,"source":{{"type":"user","userId":"U{u:032x}"}},"mode":"active"}}"#
                 ))
                 .unwrap(),
+                inbound: None,
             })
             .collect();
         let outcome = journal.append(&account, events, now_ms()).await.unwrap();
         for (key, seq) in outcome.latest {
-            registry.do_send(EventsStored { key, seq });
+            registry.do_send(EventsStored {
+                key,
+                seq,
+                events: Vec::new(),
+            });
         }
         // Keep the mailboxes from running far ahead of the actors.
         while store.pending().unwrap().len() > 5_000 {

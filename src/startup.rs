@@ -97,6 +97,7 @@ impl Application {
         )
         .with_links(links)
         .start();
+        journal.notify(registry.clone().recipient());
         router.do_send(AttachRouter {
             registry: registry.clone(),
             agents: settings

@@ -8,7 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use linedesk_actors::conversation::now_ms;
-use linedesk_actors::conversation::EventsStored;
 use linedesk_actors::domain::{AccountId, ConversationKey, IdError, LineSource};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{AppState, ErrorBody};
 use crate::line::events::{self, Event, EventKind, MessageContent, Source};
+use crate::line::inbound;
 use crate::line::signature::{self, SignatureError};
 use crate::metrics::Rejection;
 use crate::outbound::FetchAttachment;
@@ -157,9 +157,17 @@ async fn receive(
         .iter()
         .filter_map(|(event, _, _)| attachment_of(account, event, &state.settings))
         .collect();
+    let received_at_ms = now_ms();
     let incoming: Vec<IncomingEvent> = parsed
         .into_iter()
         .map(|(event, conversation, raw)| IncomingEvent {
+            // The journal sets the sequence number.
+            inbound: Some(inbound::to_inbound(
+                account.id.as_str(),
+                &event,
+                0,
+                received_at_ms,
+            )),
             webhook_event_id: event.webhook_event_id,
             conversation,
             raw: raw.to_owned(),
@@ -171,16 +179,13 @@ async fn receive(
     }
     let outcome = state
         .journal
-        .append(&account.id, incoming, now_ms())
+        .append(&account.id, incoming, received_at_ms)
         .await?;
     // Even an all-duplicate request waits: its first delivery may not be on disk yet.
     state.journal.commit().await?;
     state
         .metrics
         .webhook_accepted(outcome.stored.len(), outcome.duplicates, unknown);
-    for (key, seq) in outcome.latest {
-        state.registry.do_send(EventsStored { key, seq });
-    }
     // After the events are safe: a download never holds up LINE's webhook.
     if let Some(fetcher) = &state.outbound.attachments {
         for download in downloads {

@@ -12,12 +12,14 @@
 //! Sequence numbers are global and increase with every stored event, so ordering within a
 //! conversation is the order of its keys.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use linedesk_actors::domain::{AccountId, ConversationKey};
+use actix::Recipient;
+use linedesk_actors::conversation::EventsStored;
+use linedesk_actors::domain::{AccountId, ConversationKey, Inbound};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
@@ -56,6 +58,10 @@ pub struct IncomingEvent {
     pub webhook_event_id: String,
     pub conversation: ConversationKey,
     pub raw: Box<RawValue>,
+    /// The event as its conversation applies it (its `seq` is set when stored). Handed to the
+    /// conversation with the notice, so that it need not read the journal back; without it the
+    /// conversation reads the journal.
+    pub inbound: Option<Inbound>,
 }
 
 /// What `append` did with a delivery.
@@ -85,7 +91,11 @@ struct Inner {
     last_seq: Arc<AtomicU64>,
     group_commit: GroupCommit,
     batches: Arc<AtomicU64>,
+    listener: Listener,
 }
+
+/// Where the writer reports stored events: the conversation registry, once it is started.
+type Listener = Arc<Mutex<Option<Recipient<EventsStored>>>>;
 
 /// One delivery waiting for the writer.
 struct Append {
@@ -115,11 +125,13 @@ impl Journal {
         };
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
+        let listener = Listener::default();
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             tree: tree.clone(),
             last_seq: last_seq.clone(),
             batches: batches.clone(),
+            listener: listener.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -135,8 +147,20 @@ impl Journal {
                 last_seq,
                 group_commit: GroupCommit::default(),
                 batches,
+                listener,
             }),
         })
+    }
+
+    /// From now on every stored event is reported to `registry`, by the writer, in sequence
+    /// order and before `append` returns: a conversation sees its events in order, and a
+    /// caller that saw its append finish and then asks the registry finds them applied.
+    pub fn notify(&self, registry: Recipient<EventsStored>) {
+        *self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(registry);
     }
 
     /// Stores the events that were not stored before, atomically and in order. They are in
@@ -273,6 +297,7 @@ struct Writer {
     tree: sled::Tree,
     last_seq: Arc<AtomicU64>,
     batches: Arc<AtomicU64>,
+    listener: Listener,
 }
 
 impl Writer {
@@ -285,8 +310,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.write(&group) {
-                Ok(outcomes) => {
+            match self.write(&mut group) {
+                Ok((outcomes, stored)) => {
+                    self.report(stored);
                     for (append, outcome) in group.into_iter().zip(outcomes) {
                         let _ = append.done.send(Ok(outcome));
                     }
@@ -304,16 +330,34 @@ impl Writer {
         }
     }
 
-    /// Writes one group of deliveries as one atomic sled batch.
-    fn write(&self, group: &[Append]) -> Result<Vec<AppendOutcome>, StorageError> {
+    /// Tells the registry, one notice per conversation, in sequence order.
+    fn report(&self, stored: Vec<EventsStored>) {
+        let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(registry) = listener.as_ref() {
+            for notice in stored {
+                registry.do_send(notice);
+            }
+        }
+    }
+
+    /// Writes one group of deliveries as one atomic sled batch. Returns each delivery's
+    /// outcome, and the new events by conversation (in the order first seen, each
+    /// conversation's events in sequence order) for the registry.
+    fn write(
+        &self,
+        group: &mut [Append],
+    ) -> Result<(Vec<AppendOutcome>, Vec<EventsStored>), StorageError> {
         let mut batch = sled::Batch::default();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut seq = self.last_seq.load(Ordering::SeqCst);
         let first_seq = seq;
         let mut outcomes = Vec::with_capacity(group.len());
-        for append in group {
+        // With whether every event of the notice is carried: a gap would skip an event.
+        let mut stored: Vec<(EventsStored, bool)> = Vec::new();
+        let mut carried: HashMap<ConversationKey, usize> = HashMap::new();
+        for append in group.iter_mut() {
             let mut outcome = AppendOutcome::default();
-            for incoming in &append.events {
+            for incoming in &mut append.events {
                 let dedup_key = dedup_key(&append.account, &incoming.webhook_event_id);
                 if seen.contains(&dedup_key) || self.tree.contains_key(&dedup_key)? {
                     outcome.duplicates += 1;
@@ -343,6 +387,29 @@ impl Writer {
                     Some(latest) => latest.1 = seq,
                     None => outcome.latest.push((incoming.conversation.clone(), seq)),
                 }
+                let index = *carried
+                    .entry(incoming.conversation.clone())
+                    .or_insert_with(|| {
+                        let notice = EventsStored {
+                            key: incoming.conversation.clone(),
+                            seq,
+                            events: Vec::new(),
+                        };
+                        stored.push((notice, true));
+                        stored.len() - 1
+                    });
+                let (notice, complete) = &mut stored[index];
+                notice.seq = seq;
+                match incoming.inbound.take() {
+                    Some(mut inbound) if *complete => {
+                        inbound.seq = seq;
+                        notice.events.push(inbound);
+                    }
+                    _ => {
+                        *complete = false;
+                        notice.events.clear();
+                    }
+                }
             }
             outcomes.push(outcome);
         }
@@ -352,7 +419,8 @@ impl Writer {
             self.last_seq.store(seq, Ordering::SeqCst);
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(outcomes)
+        let stored = stored.into_iter().map(|(notice, _)| notice).collect();
+        Ok((outcomes, stored))
     }
 }
 
@@ -422,11 +490,83 @@ mod tests {
             webhook_event_id: id.to_owned(),
             conversation: key(user),
             raw: RawValue::from_string(format!(r#"{{"text":"{text}"}}"#)).unwrap(),
+            inbound: None,
         }
     }
 
     fn demo() -> AccountId {
         AccountId::parse("demo").unwrap()
+    }
+
+    /// Collects the writer's notices.
+    struct Notices(std::sync::Arc<Mutex<Vec<EventsStored>>>);
+
+    impl actix::Actor for Notices {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<EventsStored> for Notices {
+        type Result = ();
+        fn handle(&mut self, msg: EventsStored, _: &mut Self::Context) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+
+    fn with_inbound(mut incoming: IncomingEvent, text: &str) -> IncomingEvent {
+        incoming.inbound = Some(Inbound {
+            seq: 0,
+            webhook_event_id: incoming.webhook_event_id.clone(),
+            at_ms: 1,
+            received_at_ms: 1,
+            sender: None,
+            reply_token: None,
+            redelivery: false,
+            kind: linedesk_actors::domain::InboundKind::Other {
+                type_name: text.into(),
+            },
+        });
+        incoming
+    }
+
+    #[actix_web::test]
+    async fn the_registry_is_told_in_order_with_the_events_before_append_returns() {
+        use actix::Actor;
+        let (_dir, journal) = journal();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        journal.notify(Notices(seen.clone()).start().recipient());
+        let batch = vec![
+            with_inbound(event("E1", "Ua", "a1"), "a1"),
+            with_inbound(event("E2", "Ub", "b1"), "b1"),
+            with_inbound(event("E3", "Ua", "a2"), "a2"),
+            with_inbound(event("E3", "Ua", "a2"), "a2"),
+            // One without its decoded form: that conversation's notice carries nothing.
+            event("E4", "Ub", "b2"),
+        ];
+        journal.append(&demo(), batch, 1).await.unwrap();
+        let notices = {
+            // The notices were sent before `append` returned; let the collector run.
+            let mut notices = Vec::new();
+            for _ in 0..1_000 {
+                notices = std::mem::take(&mut *seen.lock().unwrap());
+                if !notices.is_empty() {
+                    break;
+                }
+                actix::clock::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            notices
+        };
+        let summary: Vec<_> = notices
+            .iter()
+            .map(|n| {
+                let seqs: Vec<u64> = n.events.iter().map(|e| e.seq).collect();
+                (n.key.clone(), n.seq, seqs)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [(key("Ua"), 3, vec![1, 3]), (key("Ub"), 4, vec![])],
+            "in order, the duplicate left out, a notice with a gap emptied"
+        );
     }
 
     #[actix_web::test]

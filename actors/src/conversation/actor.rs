@@ -149,10 +149,34 @@ impl Conversation {
         }
     }
 
-    /// Applies every journal event not applied yet; returns how many.
+    /// Applies every journal event not applied yet, read from the journal; returns how many.
     fn catch_up(&mut self) -> Result<usize, ConversationError> {
-        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        let state = self.state.as_ref().ok_or(ConversationError::NotReady)?;
         let events = self.env.store.events_after(&self.key, state.applied_seq)?;
+        self.apply_events(events)
+    }
+
+    /// Applies events handed over with their notice, or reads the journal when they may not be
+    /// all: after a gap the registry saw, or when none were handed over.
+    fn journal_appended(&mut self, msg: JournalAppended) -> Result<usize, ConversationError> {
+        let applied = self
+            .state
+            .as_ref()
+            .ok_or(ConversationError::NotReady)?
+            .applied_seq;
+        if msg.events.is_empty() || applied < msg.after {
+            return self.catch_up();
+        }
+        let events: Vec<_> = msg.events.into_iter().filter(|e| e.seq > applied).collect();
+        self.apply_events(events)
+    }
+
+    /// Applies new events, in order; returns how many.
+    fn apply_events(
+        &mut self,
+        events: Vec<crate::domain::Inbound>,
+    ) -> Result<usize, ConversationError> {
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
         if events.is_empty() {
             return Ok(0);
         }
@@ -386,6 +410,102 @@ impl Conversation {
     }
 }
 
+/// The handlers' bodies, where `?` may end them early.
+impl Conversation {
+    fn tick(&mut self, msg: &Tick) -> Result<(), ConversationError> {
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        let before = state.deadline_ms();
+        let agent_before = agent_view(state);
+        let effects = state.tick(msg.now_ms, &self.env.settings);
+        let after = state.deadline_ms();
+        self.carry_out(effects)?;
+        self.tell_status(agent_before);
+        if before != after {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, msg: &ApplyAgentAction) -> Result<ConversationView, ConversationError> {
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        let agent_before = agent_view(state);
+        let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
+        let mut to_customer = None;
+        let (effects, changed) = match &msg.action {
+            AgentAction::Assign => (state.assign(agent, now, settings)?, true),
+            AgentAction::SetWaiting => (state.set_waiting(agent, now, settings)?, true),
+            AgentAction::End => (state.end(agent, now, settings)?, true),
+            AgentAction::WrapUpDone => (state.wrap_up_done(agent, now, settings)?, true),
+            AgentAction::Requeue { reason } => (state.requeue(reason, now, settings)?, true),
+            AgentAction::Send {
+                content,
+                client_msg_id,
+                quick_replies,
+            } => {
+                if state.contact.blocked {
+                    return Err(TransitionError::CustomerBlocked.into());
+                }
+                let attachments = self
+                    .env
+                    .links
+                    .routing
+                    .workstream_of(&self.key.account)
+                    .is_none_or(|w| w.agent_attachments);
+                if !attachments
+                    && !matches!(content, Content::Text { .. } | Content::Sticker { .. })
+                {
+                    let why = "this workstream does not let agents send attachments";
+                    return Err(TransitionError::NotAllowed(why.into()).into());
+                }
+                let id = Some(client_msg_id.clone());
+                let stored = state.agent_wrote(agent, content.clone(), id, false, now)?;
+                if stored {
+                    to_customer = Some((
+                        content.clone(),
+                        client_msg_id.clone(),
+                        quick_replies.clone(),
+                    ));
+                }
+                (Vec::new(), stored)
+            }
+            AgentAction::Transfer { to } => {
+                let known = match to {
+                    TransferTarget::Queue(queue) => {
+                        self.env.links.routing.queues.iter().any(|q| q == queue)
+                    }
+                    TransferTarget::Agent(target) => self.env.links.agents.contains_key(target),
+                };
+                if !known {
+                    return Err(TransitionError::BadTarget(format!("no such {to:?}")).into());
+                }
+                (state.transfer(agent, to.clone(), now, settings)?, true)
+            }
+            AgentAction::Note { text } => {
+                let note = Content::Text { text: text.clone() };
+                (Vec::new(), state.agent_wrote(agent, note, None, true, now)?)
+            }
+        };
+        if let Some((content, client_msg_id, quick_replies)) = to_customer {
+            self.send_agent_message(&msg.agent, content, client_msg_id, quick_replies)?;
+        }
+        self.carry_out(effects)?;
+        self.tell_status(agent_before);
+        if changed {
+            // Written before the caller is answered: an agent's `ack` means stored.
+            self.save()?;
+        }
+        self.view(changed)
+    }
+
+    fn overflow(&mut self, msg: &QueueOverflowed) -> Result<ConversationView, ConversationError> {
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        let effects = state.overflowed(msg.to_queue.as_deref(), now_ms())?;
+        self.carry_out(effects)?;
+        self.save()?;
+        self.view(true)
+    }
+}
+
 /// A customer's image, video, audio or file.
 fn is_media(event: &crate::domain::Inbound) -> bool {
     matches!(
@@ -465,7 +585,7 @@ impl Handler<JournalAppended> for Conversation {
             return self.handle_result(result, ctx);
         }
         let span = tracing::debug_span!(parent: &self.span(), "journal_appended", seq = msg.seq);
-        let result = span.in_scope(|| self.catch_up().map(|_| ()));
+        let result = span.in_scope(|| self.journal_appended(msg).map(|_| ()));
         self.handle_result(result, ctx)
     }
 }
@@ -483,19 +603,8 @@ impl Handler<Tick> for Conversation {
     type Result = Result<(), ConversationError>;
 
     fn handle(&mut self, msg: Tick, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.catch_up().and_then(|_| {
-            let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
-            let before = state.deadline_ms();
-            let agent_before = agent_view(state);
-            let effects = state.tick(msg.now_ms, &self.env.settings);
-            let after = state.deadline_ms();
-            self.carry_out(effects)?;
-            self.tell_status(agent_before);
-            if before != after {
-                self.save()?;
-            }
-            Ok(())
-        });
+        // No journal read first: the journal's notices reach this actor in order anyway.
+        let result = self.tick(&msg);
         self.handle_result(result, ctx)
     }
 }
@@ -505,76 +614,9 @@ impl Handler<ApplyAgentAction> for Conversation {
 
     fn handle(&mut self, msg: ApplyAgentAction, ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
-        let result = self.catch_up().and_then(|_| {
-            let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
-            let agent_before = agent_view(state);
-            let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
-            let mut to_customer = None;
-            let (effects, changed) = match &msg.action {
-                AgentAction::Assign => (state.assign(agent, now, settings)?, true),
-                AgentAction::SetWaiting => (state.set_waiting(agent, now, settings)?, true),
-                AgentAction::End => (state.end(agent, now, settings)?, true),
-                AgentAction::WrapUpDone => (state.wrap_up_done(agent, now, settings)?, true),
-                AgentAction::Requeue { reason } => (state.requeue(reason, now, settings)?, true),
-                AgentAction::Send {
-                    content,
-                    client_msg_id,
-                    quick_replies,
-                } => {
-                    if state.contact.blocked {
-                        return Err(TransitionError::CustomerBlocked.into());
-                    }
-                    let attachments = self
-                        .env
-                        .links
-                        .routing
-                        .workstream_of(&self.key.account)
-                        .is_none_or(|w| w.agent_attachments);
-                    if !attachments
-                        && !matches!(content, Content::Text { .. } | Content::Sticker { .. })
-                    {
-                        let why = "this workstream does not let agents send attachments";
-                        return Err(TransitionError::NotAllowed(why.into()).into());
-                    }
-                    let id = Some(client_msg_id.clone());
-                    let stored = state.agent_wrote(agent, content.clone(), id, false, now)?;
-                    if stored {
-                        to_customer = Some((
-                            content.clone(),
-                            client_msg_id.clone(),
-                            quick_replies.clone(),
-                        ));
-                    }
-                    (Vec::new(), stored)
-                }
-                AgentAction::Transfer { to } => {
-                    let known = match to {
-                        TransferTarget::Queue(queue) => {
-                            self.env.links.routing.queues.iter().any(|q| q == queue)
-                        }
-                        TransferTarget::Agent(target) => self.env.links.agents.contains_key(target),
-                    };
-                    if !known {
-                        return Err(TransitionError::BadTarget(format!("no such {to:?}")).into());
-                    }
-                    (state.transfer(agent, to.clone(), now, settings)?, true)
-                }
-                AgentAction::Note { text } => {
-                    let note = Content::Text { text: text.clone() };
-                    (Vec::new(), state.agent_wrote(agent, note, None, true, now)?)
-                }
-            };
-            if let Some((content, client_msg_id, quick_replies)) = to_customer {
-                self.send_agent_message(&msg.agent, content, client_msg_id, quick_replies)?;
-            }
-            self.carry_out(effects)?;
-            self.tell_status(agent_before);
-            if changed {
-                // Written before the caller is answered: an agent's `ack` means stored.
-                self.save()?;
-            }
-            self.view(changed)
-        });
+        // Customer events already stored are applied before this only if their notice came
+        // first; either order is one the agent could have seen.
+        let result = self.act(&msg);
         self.handle_result(result, ctx)
     }
 }
@@ -584,13 +626,7 @@ impl Handler<QueueOverflowed> for Conversation {
 
     fn handle(&mut self, msg: QueueOverflowed, ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
-        let result = self.catch_up().and_then(|_| {
-            let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
-            let effects = state.overflowed(msg.to_queue.as_deref(), now_ms())?;
-            self.carry_out(effects)?;
-            self.save()?;
-            self.view(true)
-        });
+        let result = self.overflow(&msg);
         self.handle_result(result, ctx)
     }
 }

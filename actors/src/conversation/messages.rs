@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use crate::domain::{AgentId, Content, ConversationKey, QuickReply};
+use crate::domain::{AgentId, Content, ConversationKey, Inbound, QuickReply};
 
 use super::state::{ConversationState, TransitionError};
 use super::store::StoreError;
@@ -27,11 +27,16 @@ pub enum ConversationError {
 // Messages to one conversation (through the registry).
 
 /// The journal holds events for this chat up to `seq`: apply what is new.
-/// Sent by the registry after the webhook stored them; the reply is for tests.
+/// Sent by the registry as the journal stored them; the reply is for tests.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), ConversationError>")]
 pub struct JournalAppended {
     pub seq: u64,
+    /// The new events, when the journal handed them over; else (and whenever the actor has
+    /// not applied everything up to `after`) it reads them from the journal.
+    pub events: Vec<Inbound>,
+    /// The latest sequence the registry told this actor about before.
+    pub after: u64,
 }
 
 /// The chat's state, brought up to date with the journal first, so a caller that saw its
@@ -113,12 +118,15 @@ pub struct InjectFault;
 
 // Messages to the registry.
 
-/// Events for `key` up to `seq` are durable in the journal. Sent by the webhook with `do_send`.
+/// Events for `key` up to `seq` are stored in the journal. Sent by the journal's writer, in
+/// sequence order, with the events themselves (or none: the conversation reads the journal).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct EventsStored {
     pub key: ConversationKey,
     pub seq: u64,
+    /// Every new event of `key` up to `seq` that was not told before, oldest first; or empty.
+    pub events: Vec<Inbound>,
 }
 
 /// A conversation idle for `conversation.idle_passivate_ms` asks to stop. The registry agrees

@@ -17,7 +17,7 @@ use super::actor::{
 use super::messages::*;
 use super::state::ConversationSettings;
 use super::store::ConversationStore;
-use crate::domain::ConversationKey;
+use crate::domain::{ConversationKey, Inbound};
 
 /// How many due timers one sweep handles; the rest wait for the next sweep.
 const DUE_PER_SWEEP: usize = 1_000;
@@ -98,7 +98,7 @@ impl Registry {
             Ok(pending) => {
                 let count = pending.len();
                 for (key, seq) in pending {
-                    self.notify(key, seq);
+                    self.notify(key, seq, Vec::new());
                 }
                 if count > 0 {
                     tracing::info!(
@@ -111,10 +111,11 @@ impl Registry {
         }
     }
 
-    fn notify(&mut self, key: ConversationKey, seq: u64) {
+    fn notify(&mut self, key: ConversationKey, seq: u64, events: Vec<Inbound>) {
         let live = self.actor(&key);
+        let after = live.notified_seq;
         live.notified_seq = live.notified_seq.max(seq);
-        live.addr.do_send(JournalAppended { seq });
+        live.addr.do_send(JournalAppended { seq, events, after });
     }
 
     fn fire_due_timers(&mut self) {
@@ -154,7 +155,7 @@ impl Handler<EventsStored> for Registry {
 
     fn handle(&mut self, msg: EventsStored, _: &mut Self::Context) {
         tracing::debug!(key = %msg.key, seq = msg.seq, "events stored");
-        self.notify(msg.key, msg.seq);
+        self.notify(msg.key, msg.seq, msg.events);
     }
 }
 

@@ -95,6 +95,7 @@ async fn events_are_applied_in_order_and_a_state_change_is_snapshotted() {
     for (seq, t) in [(1, "one"), (2, "two"), (3, "three")] {
         store.append(&k, text(seq, t));
         registry.do_send(EventsStored {
+            events: Vec::new(),
             key: k.clone(),
             seq,
         });
@@ -109,6 +110,55 @@ async fn events_are_applied_in_order_and_a_state_change_is_snapshotted() {
 }
 
 #[actix::test]
+async fn events_handed_over_with_their_notice_are_applied_without_reading_the_journal() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let k = key("Ua");
+    // Nothing in the store's journal: what is applied can only come from the notices.
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 2,
+        events: vec![text(1, "one"), text(2, "two")],
+    });
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 3,
+        events: vec![text(2, "two again"), text(3, "three")],
+    });
+    let view = get(&registry, &k).await;
+    assert_eq!(
+        texts(&view),
+        ["one", "two", "three"],
+        "an event is applied once"
+    );
+    assert_eq!(view.state.applied_seq, 3);
+}
+
+#[actix::test]
+async fn after_a_notice_it_could_not_apply_a_conversation_reads_the_journal() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let k = key("Ua");
+    // Told of seq 1 without the event, before the journal holds it: nothing to apply yet.
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 1,
+        events: Vec::new(),
+    });
+    assert!(texts(&get(&registry, &k).await).is_empty());
+    store.append(&k, text(1, "one"));
+    store.append(&k, text(2, "two"));
+    // This notice carries only seq 2; seq 1 must come from the journal, before it.
+    registry.do_send(EventsStored {
+        key: k.clone(),
+        seq: 2,
+        events: vec![text(2, "two")],
+    });
+    let view = get(&registry, &k).await;
+    assert_eq!(texts(&view), ["one", "two"]);
+}
+
+#[actix::test]
 async fn a_restart_replays_the_journal_after_the_snapshot_exactly_once() {
     let store = Arc::new(MemoryStore::default());
     let k = key("Ua");
@@ -116,6 +166,7 @@ async fn a_restart_replays_the_journal_after_the_snapshot_exactly_once() {
         let registry = start(&store, ConversationSettings::default(), runtime());
         store.append(&k, text(1, "before"));
         registry.do_send(EventsStored {
+            events: Vec::new(),
             key: k.clone(),
             seq: 1,
         });
@@ -132,6 +183,7 @@ async fn a_restart_replays_the_journal_after_the_snapshot_exactly_once() {
     .await;
     // A late, duplicate notification changes nothing.
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: k.clone(),
         seq: 2,
     });
@@ -151,6 +203,7 @@ async fn an_idle_conversation_passivates_and_comes_back_from_storage() {
     for (i, k) in keys.iter().enumerate() {
         store.append(k, text(i as u64 + 1, "hi"));
         registry.do_send(EventsStored {
+            events: Vec::new(),
             key: k.clone(),
             seq: i as u64 + 1,
         });
@@ -166,6 +219,7 @@ async fn an_idle_conversation_passivates_and_comes_back_from_storage() {
 
     store.append(&keys[0], text(100, "again"));
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: keys[0].clone(),
         seq: 100,
     });
@@ -185,10 +239,12 @@ async fn an_injected_fault_restarts_one_conversation_while_others_go_on() {
     store.append(&a, text(1, "a1"));
     store.append(&b, text(2, "b1"));
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: a.clone(),
         seq: 1,
     });
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: b.clone(),
         seq: 2,
     });
@@ -205,10 +261,12 @@ async fn an_injected_fault_restarts_one_conversation_while_others_go_on() {
     store.append(&a, text(3, "a2"));
     store.append(&b, text(4, "b2"));
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: a.clone(),
         seq: 3,
     });
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: b.clone(),
         seq: 4,
     });
@@ -242,6 +300,7 @@ async fn the_queued_timer_fires_through_the_registry() {
     let k = key("Ua");
     store.append(&k, text(1, "anyone?"));
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: k.clone(),
         seq: 1,
     });
@@ -274,6 +333,7 @@ async fn agent_actions_drive_active_waiting_and_wrap_up_timers() {
     let alice = AgentId::parse("alice").unwrap();
     store.append(&k, text(1, "help"));
     registry.do_send(EventsStored {
+        events: Vec::new(),
         key: k.clone(),
         seq: 1,
     });
