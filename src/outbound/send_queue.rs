@@ -168,7 +168,7 @@ mod tests {
     fn key(account: &str, user: &str) -> ConversationKey {
         ConversationKey::new(
             AccountId::parse(account).unwrap(),
-            LineSource::user(&format!("U{user:0>32}")).unwrap(),
+            LineSource::user(format!("U{user:0>32}")).unwrap(),
         )
     }
 
