@@ -5,8 +5,9 @@
 # webhookEventId unique. Ratios to the ceiling are the figures to quote.
 # Knobs: DURATION (s, default 10), CONNECTIONS (64), REQUESTS (unique webhooks, 600000),
 # DURABILITIES ("flush os"). Needs wrk (apt-get install wrk) and python3.
-# linedesk's LINE API base is a closed loopback port (127.0.0.1:9): profile fetches and
-# automated messages fail at once instead of waiting on the internet; this measures ingest.
+# linedesk's LINE API is `linedesk fake-line` on the load core: each new customer's profile
+# fetch and automated messages (greeting, queue position) succeed once, as with a real LINE,
+# instead of failing and being retried for the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -21,7 +22,12 @@ for line in sys.stdin:
         print(m["executable"])')
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+line_pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  [ -n "$line_pid" ] && kill "$line_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 python3 benches/signed_webhooks.py --requests "$REQUESTS" > "$work/requests.tsv"
 
@@ -42,10 +48,14 @@ run() { # name, then the command that serves
 }
 
 run ceiling "$ceiling_bin"
+LINEDESK__LOG__LEVEL=warn taskset -c 1 target/release/linedesk fake-line > "$work/line.stdout" &
+line_pid=$!
+for _ in $(seq 100); do grep -q '^listening on ' "$work/line.stdout" && break; sleep 0.1; done
+line_url=$(sed -n 's/^listening on //p' "$work/line.stdout")
 for durability in ${DURABILITIES:-flush os}; do
   LINEDESK__SERVER__BIND=127.0.0.1:0 LINEDESK__SERVER__WORKERS=1 \
   LINEDESK__STORAGE__PATH="$work/db" LINEDESK__STORAGE__DURABILITY="$durability" \
-  LINEDESK__LINE__API_BASE=http://127.0.0.1:9 LINEDESK__LINE__DATA_API_BASE=http://127.0.0.1:9 \
+  LINEDESK__LINE__API_BASE="$line_url" LINEDESK__LINE__DATA_API_BASE="$line_url" \
   LINEDESK__LOG__LEVEL=warn \
     run "linedesk durability=$durability" target/release/linedesk serve
 done

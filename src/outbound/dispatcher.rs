@@ -369,9 +369,13 @@ impl Handler<OutboxQueued> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: OutboxQueued, ctx: &mut Self::Context) {
-        if !self.queue.contains(msg.seq) {
-            self.track(msg.seq, msg.id);
-        }
+        // Just stored, so not due to wait: no need to read the record back.
+        let waiting = Waiting {
+            id: msg.id,
+            key: msg.key,
+            not_before_ms: 0,
+        };
+        self.queue.insert(msg.seq, waiting);
         self.pump(ctx);
     }
 }

@@ -44,10 +44,6 @@ pub struct SendQueue {
 }
 
 impl SendQueue {
-    pub fn contains(&self, seq: u64) -> bool {
-        self.messages.contains_key(&seq)
-    }
-
     pub fn get(&self, seq: u64) -> Option<&Waiting> {
         self.messages.get(&seq)
     }

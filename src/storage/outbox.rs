@@ -8,11 +8,12 @@
 //! - `q` seq(be u64)        → outgoing-id of a message not delivered yet, in the order stored
 //! - `n`                    → the last `q` sequence number
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use actix::Recipient;
 use linedesk_actors::conversation::StoreError;
-use linedesk_actors::domain::{DeliveryStatus, Outgoing};
+use linedesk_actors::domain::{ConversationKey, DeliveryStatus, Outgoing};
 use linedesk_actors::outbound::Outbox;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,6 +77,8 @@ pub type Planner = dyn Fn(&Outgoing) -> Result<Vec<Vec<Value>>, String> + Send +
 pub struct OutboxQueued {
     pub seq: u64,
     pub id: String,
+    /// The chat it goes to, so the dispatcher need not read the record back to queue it.
+    pub key: ConversationKey,
 }
 
 #[derive(Clone)]
@@ -83,14 +86,28 @@ pub struct SledOutbox {
     tree: sled::Tree,
     plan: Arc<Planner>,
     notify: Arc<OnceLock<Recipient<OutboxQueued>>>,
+    /// The last send-order number handed out. Kept in memory: a number only has to be above
+    /// those of the pending index, so at start-up it continues from the highest there (or
+    /// from the counter older releases stored).
+    last_seq: Arc<AtomicU64>,
 }
 
 impl SledOutbox {
     pub fn open(db: &sled::Db, plan: Arc<Planner>) -> Result<Self, StorageError> {
+        let tree = db.open_tree(TREE)?;
+        let stored = match tree.get(LAST_SEQ)? {
+            Some(bytes) => decode_seq(&bytes)?,
+            None => 0,
+        };
+        let pending = match tree.scan_prefix([PENDING]).next_back() {
+            Some(entry) => decode_seq(&entry?.0[1..])?,
+            None => 0,
+        };
         Ok(Self {
-            tree: db.open_tree(TREE)?,
+            tree,
             plan,
             notify: Arc::new(OnceLock::new()),
+            last_seq: Arc::new(AtomicU64::new(stored.max(pending))),
         })
     }
 
@@ -112,12 +129,7 @@ impl SledOutbox {
             .scan_prefix([PENDING])
             .map(|item| {
                 let (key, id) = item?;
-                let seq = u64::from_be_bytes(key[1..9].try_into().map_err(|_| {
-                    StorageError::Corrupt {
-                        key: format!("{key:?}"),
-                        reason: "bad pending key".into(),
-                    }
-                })?);
+                let seq = decode_seq(&key[1..])?;
                 Ok((seq, String::from_utf8_lossy(&id).into_owned()))
             })
             .collect()
@@ -144,7 +156,7 @@ impl SledOutbox {
         if self.tree.contains_key(&key)? {
             return Ok(None);
         }
-        let seq = self.next_seq()?;
+        let seq = self.last_seq.fetch_add(1, Ordering::SeqCst) + 1;
         let (requests, status) = match (self.plan)(outgoing) {
             Ok(requests) => (
                 requests
@@ -188,20 +200,6 @@ impl SledOutbox {
         self.tree.insert(key, encode(&record))?;
         Ok((!record.status.is_final()).then_some(seq))
     }
-
-    fn next_seq(&self) -> Result<u64, StorageError> {
-        let next = self.tree.update_and_fetch(LAST_SEQ, |old| {
-            let last = old
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            Some((last + 1).to_be_bytes().to_vec())
-        })?;
-        // unwrap: the closure always stores 8 bytes.
-        Ok(u64::from_be_bytes(
-            next.unwrap().as_ref().try_into().unwrap(),
-        ))
-    }
 }
 
 impl Outbox for SledOutbox {
@@ -212,6 +210,7 @@ impl Outbox for SledOutbox {
                     dispatcher.do_send(OutboxQueued {
                         seq,
                         id: outgoing.id.clone(),
+                        key: outgoing.key.clone(),
                     });
                 }
                 Ok(true)
@@ -233,6 +232,14 @@ fn pending_key(seq: u64) -> [u8; 9] {
     let mut key = [PENDING; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+fn decode_seq(bytes: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt {
+        key: format!("outbox/{bytes:?}"),
+        reason: "a send-order number is 8 bytes".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 fn encode(record: &OutboxRecord) -> Vec<u8> {
@@ -308,6 +315,12 @@ mod tests {
         let again = super::SledOutbox::open(&db, Arc::new(|_: &Outgoing| Ok(vec![]))).unwrap();
         assert_eq!(again.get("a").unwrap().unwrap().requests[0].retry_key, key);
         assert_eq!(again.pending().unwrap().len(), 1);
+        // Send order continues after what is still pending.
+        assert!(again.enqueue(&outgoing("c", "later")).unwrap());
+        assert_eq!(
+            again.pending().unwrap(),
+            vec![(2, "b".to_string()), (3, "c".to_string())]
+        );
     }
 
     #[test]
