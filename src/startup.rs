@@ -231,11 +231,11 @@ impl Application {
 /// router after the server listens. A chunk of `routing.restore_chunk` summaries is read from
 /// sled on a blocking thread and sent as one [`RestoreRouting`]; the next is read only once the
 /// router has taken it. So memory holds one chunk, not every open conversation, and the router
-/// handles agents and conversations between chunks (agents connecting meanwhile get offers of
-/// what is restored so far). A conversation that told the router about itself before its chunk
-/// came is skipped by the router (see [`Router::restoring`]). Agents' websockets connect once it
-/// is over, so that their `hello` lists their conversations again and offers go oldest first;
-/// webhooks are answered throughout.
+/// handles conversations' notices between chunks. A conversation that told the router about
+/// itself before its chunk came is skipped by the router (see [`Router::restoring`]). Agents'
+/// websockets connect once the restore is over, so that their `hello` lists their conversations
+/// again and offers go oldest first; webhooks are answered throughout. A summary that cannot be
+/// read ends the restore (logged); what was not restored is routed again when its customer writes.
 pub struct RoutingRestore {
     conversations: SledConversationStore,
     router: Addr<Router>,
