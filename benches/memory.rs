@@ -57,6 +57,14 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Bytes the allocator has handed out and not got back (RSS minus this is free memory it
+/// keeps, or fragmentation).
+fn heap_in_use_mib() -> f64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as f64 / 1024.0 / 1024.0
+}
+
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
@@ -277,6 +285,7 @@ fn restart(path: &Path, cache: u64, old: bool) {
             }
             let ready = started.elapsed();
             let ready_rss = rss_mib();
+            eprintln!("  heap in use at ready: {:.1} MiB", heap_in_use_mib());
             let restored = router
                 .send(RestoreRouting {
                     conversations: open,
@@ -295,6 +304,7 @@ fn restart(path: &Path, cache: u64, old: bool) {
             );
             let ready = started.elapsed();
             let ready_rss = rss_mib();
+            eprintln!("  heap in use at ready: {:.1} MiB", heap_in_use_mib());
             let restored = restore.run().await.unwrap();
             (ready, ready_rss, (restored, router))
         };
@@ -306,11 +316,12 @@ fn restart(path: &Path, cache: u64, old: bool) {
         println!(
             "restart ({}, sled cache {} MiB): ready for webhooks after {:.3} s (RSS {ready_rss:.1} MiB); \
              {restored} open conversations restored, {waiting} waiting in the router, after {:.2} s; \
-             RSS {rss:.1} MiB (process baseline {base:.1} MiB, {} live actors)",
+             RSS {rss:.1} MiB, heap in use {:.1} MiB (process baseline {base:.1} MiB, {} live actors)",
             if old { "read all, then listen (before)" } else { "listen, then stream (after)" },
             cache >> 20,
             ready.as_secs_f64(),
             requeued.as_secs_f64(),
+            heap_in_use_mib(),
             stats.live
         );
         System::current().stop();
