@@ -55,6 +55,11 @@ pub struct Metrics {
     attachments_stored: AtomicU64,
     attachment_bytes: AtomicU64,
     attachments_failed: AtomicU64,
+    /// Open conversations handed back to routing since start-up.
+    routing_restored: AtomicU64,
+    /// How long that took, once it is over (0 before).
+    routing_restore_ms: AtomicU64,
+    routing_restore_done: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -106,6 +111,23 @@ impl Metrics {
 
     pub fn attachment_failed(&self) {
         self.attachments_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Routing has `restored` open conversations of the last run back so far.
+    pub fn routing_restored(&self, restored: u64) {
+        self.routing_restored.store(restored, Ordering::Relaxed);
+    }
+
+    /// Routing has every open conversation of the last run back, after `took`.
+    pub fn routing_restore_finished(&self, took: std::time::Duration) {
+        self.routing_restore_ms
+            .store(took.as_millis() as u64, Ordering::Relaxed);
+        self.routing_restore_done.store(true, Ordering::Release);
+    }
+
+    /// Whether routing has every open conversation of the last run back.
+    pub fn routing_restore_done(&self) -> bool {
+        self.routing_restore_done.load(Ordering::Acquire)
     }
 
     pub fn rejected(&self, why: Rejection) -> u64 {
@@ -213,6 +235,32 @@ impl Metrics {
             "linedesk_journal_flushes_total",
             "fsyncs issued for those commits (group commit shares them).",
             &[("", flushes)],
+        );
+        let gauge = |out: &mut String, name: &str, help: &str, value: String| {
+            // unwrap: writing to a String cannot fail.
+            writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            )
+            .unwrap();
+        };
+        gauge(
+            &mut out,
+            "linedesk_routing_restored_conversations",
+            "Open conversations of the last run handed back to routing since start-up.",
+            load(&self.routing_restored).to_string(),
+        );
+        gauge(
+            &mut out,
+            "linedesk_routing_restore_complete",
+            "1 once routing has every open conversation of the last run back (the server answers before).",
+            u64::from(self.routing_restore_done()).to_string(),
+        );
+        gauge(
+            &mut out,
+            "linedesk_routing_restore_seconds",
+            "How long routing took to get the open conversations of the last run back (0 until complete).",
+            format!("{:.3}", load(&self.routing_restore_ms) as f64 / 1000.0),
         );
         if let Some(process) = ProcessStats::read() {
             // unwrap: writing to a String cannot fail.

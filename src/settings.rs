@@ -83,6 +83,9 @@ pub struct RoutingSection {
     pub reconnect_grace_ms: u64,
     /// Websocket heartbeat: a connection silent for two intervals is dead.
     pub heartbeat_interval_ms: u64,
+    /// After a restart, open conversations are read and handed to the router this many at a
+    /// time, while the server already answers.
+    pub restore_chunk: usize,
 }
 
 /// Binds an account to routing.
@@ -641,6 +644,9 @@ impl Settings {
         }
         if self.routing.heartbeat_interval_ms == 0 {
             return Err(invalid("routing.heartbeat_interval_ms", "must be above 0"));
+        }
+        if self.routing.restore_chunk == 0 {
+            return Err(invalid("routing.restore_chunk", "must be above 0"));
         }
         Ok(())
     }

@@ -1,5 +1,8 @@
 //! Builds and runs the application.
 //!
+//! Start order: storage, actors, listener; then, while serving, routing gets back the open
+//! conversations of the last run ([`RoutingRestore`]).
+//!
 //! Shutdown order, on SIGINT/SIGTERM or `ServerHandle::stop`: stop accepting connections; let
 //! in-flight requests finish (each one commits its own events) within
 //! `server.shutdown_timeout_ms`; snapshot every live conversation; then flush sled so that
@@ -13,6 +16,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use tokio::sync::watch;
 
 use crate::line::backoff::Backoff;
 use crate::line::client::LineClient;
@@ -24,7 +28,7 @@ use crate::storage::{ContentStore, Journal, SledContacts, SledConversationStore,
 use actix::{Actor, Addr, Recipient};
 use linedesk_actors::agent::{Agent, AgentEvent};
 use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
-use linedesk_actors::domain::{AccountId, AgentId};
+use linedesk_actors::domain::{AccountId, AgentId, ConversationId};
 use linedesk_actors::outbound::OutboundLinks;
 use linedesk_actors::router::actor::{AttachRouter, Router};
 use linedesk_actors::router::messages::{OpenConversation, RestoreRouting};
@@ -39,10 +43,16 @@ pub struct Application {
     journal: Journal,
     registry: Addr<Registry>,
     metrics: Arc<Metrics>,
+    /// Started by `run_until_stopped` unless a test took it to drive it itself.
+    restore: Option<RoutingRestore>,
 }
 
 impl Application {
-    /// Opens the database and binds the listener; nothing is served until `run_until_stopped`.
+    /// Opens the database, starts the actors and binds the listener; nothing is served until
+    /// `run_until_stopped`. The open conversations of the last run are not read here: build
+    /// time does not grow with them. `run_until_stopped` streams them into the router
+    /// ([`RoutingRestore`]) while the server already answers; webhooks meanwhile are stored in
+    /// the journal and their conversations tell the router themselves.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let db = settings.storage.open()?;
@@ -56,6 +66,7 @@ impl Application {
             settings.queue_policies(),
             settings.routing.missed_offers_to_away,
         )
+        .restoring()
         .start();
         let grace = std::time::Duration::from_millis(settings.routing.reconnect_grace_ms);
         let agents: Vec<AgentEntry> = settings
@@ -107,25 +118,12 @@ impl Application {
                 .map(|(spec, a)| (spec, a.addr.clone().recipient()))
                 .collect(),
         });
-        let open = conversations
-            .open_conversations()
-            .map_err(|e| anyhow::anyhow!("cannot read open conversations: {e}"))?;
-        router.do_send(RestoreRouting {
-            conversations: open
-                .into_iter()
-                .map(|c| OpenConversation {
-                    agent: c
-                        .agent
-                        .as_deref()
-                        .and_then(|a| linedesk_actors::domain::AgentId::parse(a).ok()),
-                    conversation: c.id,
-                    status: c.status,
-                    routing: c.routing,
-                    since_ms: c.opened_at_ms,
-                    capacity_held: c.capacity_held,
-                })
-                .collect(),
-        });
+        let (restore, routing_restored) = RoutingRestore::new(
+            conversations.clone(),
+            router.clone(),
+            settings.routing.restore_chunk,
+            metrics.clone(),
+        );
 
         let bind = settings.server.bind_addr()?;
         let listener =
@@ -142,6 +140,7 @@ impl Application {
             agents,
             metrics: metrics.clone(),
             outbound,
+            routing_restored,
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -168,6 +167,7 @@ impl Application {
             journal,
             registry,
             metrics,
+            restore: Some(restore),
         })
     }
 
@@ -193,8 +193,26 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until a signal or `ServerHandle::stop`, then flushes storage.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+    /// Takes the routing restore so that the caller runs it when it likes (tests: to see the
+    /// server answer while routing is not rebuilt yet). Without this, `run_until_stopped` runs it.
+    pub fn take_routing_restore(&mut self) -> Option<RoutingRestore> {
+        self.restore.take()
+    }
+
+    /// Serves until a signal or `ServerHandle::stop`, then flushes storage. Routing is restored
+    /// in the background meanwhile.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        if let Some(restore) = self.restore.take() {
+            actix_web::rt::spawn(async move {
+                if let Err(e) = restore.run().await {
+                    tracing::error!(
+                        error.message = %e,
+                        error.cause_chain = ?e,
+                        "routing was not fully restored; conversations not read wait until their customer writes"
+                    );
+                }
+            });
+        }
         self.server.await.context("the HTTP server failed")?;
         let saved = self.registry.send(SnapshotAll).await.unwrap_or_default();
         tracing::info!(conversations = saved, "live conversations snapshotted");
@@ -207,6 +225,124 @@ impl Application {
             "stopped; storage flushed"
         );
         Ok(())
+    }
+}
+
+/// The open conversations of the last run (queued, or held by an agent), streamed into the
+/// router after the server listens. A chunk of `routing.restore_chunk` summaries is read from
+/// sled on a blocking thread and sent as one [`RestoreRouting`]; the next is read only once the
+/// router has taken it. So memory holds one chunk, not every open conversation, and the router
+/// handles conversations' notices between chunks. A conversation that told the router about
+/// itself before its chunk came is skipped by the router (see [`Router::restoring`]). Agents'
+/// websockets connect once the restore is over, so that their `hello` lists their conversations
+/// again and offers go oldest first; webhooks are answered throughout. A summary that cannot be
+/// read ends the restore (logged); what was not restored is routed again when its customer writes.
+pub struct RoutingRestore {
+    conversations: SledConversationStore,
+    router: Addr<Router>,
+    chunk: usize,
+    metrics: Arc<Metrics>,
+    /// Set when the restore is over, whether it read everything or failed.
+    done: watch::Sender<bool>,
+}
+
+impl RoutingRestore {
+    /// What `Application::build` prepares (public for the memory bench, which restores a
+    /// router of its own), and what turns true when the restore is over.
+    pub fn new(
+        conversations: SledConversationStore,
+        router: Addr<Router>,
+        chunk: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Self, watch::Receiver<bool>) {
+        let (done, restored) = watch::channel(false);
+        let restore = Self {
+            conversations,
+            router,
+            chunk,
+            metrics,
+            done,
+        };
+        (restore, restored)
+    }
+
+    /// Runs the restore to its end; returns how many conversations routing got back.
+    #[tracing::instrument(name = "routing restore", skip_all)]
+    pub async fn run(self) -> anyhow::Result<usize> {
+        let restored = self.restore().await;
+        self.done.send_replace(true);
+        restored
+    }
+
+    async fn restore(&self) -> anyhow::Result<usize> {
+        let started = std::time::Instant::now();
+        let mut after: Option<ConversationId> = None;
+        let mut restored = 0;
+        loop {
+            let read = self.read_after(after.take()).await;
+            let summaries = match read {
+                Ok(summaries) => summaries,
+                Err(e) => {
+                    // The router must stop remembering what it heard for a restore that ended.
+                    self.router.do_send(RestoreRouting {
+                        conversations: Vec::new(),
+                        last: true,
+                    });
+                    return Err(e);
+                }
+            };
+            let last = summaries.len() < self.chunk;
+            after = summaries.last().map(|s| s.id.clone());
+            let conversations = summaries.into_iter().map(open_conversation).collect();
+            restored += self
+                .router
+                .send(RestoreRouting {
+                    conversations,
+                    last,
+                })
+                .await
+                .context("the router stopped during the restore")?;
+            self.metrics.routing_restored(restored as u64);
+            if last {
+                break;
+            }
+        }
+        let took = started.elapsed();
+        self.metrics.routing_restore_finished(took);
+        tracing::info!(
+            conversations = restored,
+            duration_ms = took.as_millis() as u64,
+            "routing restored from open conversations"
+        );
+        Ok(restored)
+    }
+
+    async fn read_after(
+        &self,
+        after: Option<ConversationId>,
+    ) -> anyhow::Result<Vec<crate::storage::ConversationSummary>> {
+        let (store, chunk) = (self.conversations.clone(), self.chunk);
+        actix_web::rt::task::spawn_blocking(move || {
+            store.open_conversations_after(after.as_ref(), chunk)
+        })
+        .await
+        .context("the open conversations reader panicked")?
+        .map_err(|e| anyhow::anyhow!("cannot read open conversations: {e}"))
+    }
+}
+
+/// What the router needs of an open conversation's summary.
+fn open_conversation(summary: crate::storage::ConversationSummary) -> OpenConversation {
+    OpenConversation {
+        agent: summary
+            .agent
+            .as_deref()
+            .and_then(|a| AgentId::parse(a).ok()),
+        conversation: summary.id,
+        status: summary.status,
+        routing: summary.routing,
+        since_ms: summary.opened_at_ms,
+        capacity_held: summary.capacity_held,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The agent websocket: `GET /agent/ws`, one [`session::AgentSession`] per connection.
 //! The token comes in `Authorization: Bearer` or, for browsers, `?token=`; a bad token is
-//! refused with 401 before the upgrade.
+//! refused with 401 before the upgrade. After a restart the upgrade waits until routing has the
+//! open conversations of the last run back (`startup::RoutingRestore`).
 
 pub mod protocol;
 pub mod session;
@@ -63,6 +64,11 @@ pub async fn agent_ws(
                 .respond(StatusCode::UNAUTHORIZED),
         );
     };
+    // After a restart an agent is connected once routing has the open conversations back:
+    // `hello` then lists theirs, and offers go out oldest first rather than oldest read first.
+    // An error means the restore is gone without saying so; there is nothing left to wait for.
+    let mut restored = state.routing_restored.clone();
+    let _ = restored.wait_for(|done| *done).await;
     let (response, ws, stream) = actix_ws::handle(&request, body)?;
     let ports = SessionPorts {
         agent: agent.addr.clone(),

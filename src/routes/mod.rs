@@ -36,6 +36,9 @@ pub struct AppState {
     pub agents: Vec<AgentEntry>,
     pub metrics: Arc<Metrics>,
     pub outbound: OutboundHandles,
+    /// Turns true once routing has the open conversations of the last run back (or the restore
+    /// ended early); agents' connections wait for it.
+    pub routing_restored: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The stores and actors of the way back to LINE, for handlers.

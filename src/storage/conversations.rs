@@ -132,10 +132,23 @@ impl SledConversationStore {
         Ok(Some(record.conversation))
     }
 
-    /// Every conversation not closed, as last snapshotted: what routing must know at start-up.
-    pub fn open_conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+    /// Up to `limit` conversations not closed, as last snapshotted, in id order and strictly
+    /// after `after`: what routing must know at start-up, read a chunk at a time so that a
+    /// restart never holds every open conversation in memory at once. An empty chunk is the end.
+    pub fn open_conversations_after(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(open_key(id)),
+            None => Bound::Included(vec![OPEN]),
+        };
+        let end = Bound::Excluded(vec![OPEN + 1]);
         self.tree
-            .scan_prefix([OPEN])
+            .range::<Vec<u8>, _>((start, end))
+            .take(limit)
             .map(|entry| {
                 let (_, value) = entry.map_err(sled_error)?;
                 decode(&value, "open conversation")

@@ -1,9 +1,13 @@
 //! The real binary: its first stdout line, graceful shutdown on SIGTERM/SIGINT, `kill -9` right
-//! after a 200, and a restart on the same data folder that finds every acknowledged event.
+//! after a 200, a restart on the same data folder that finds every acknowledged event, and one
+//! that answers webhooks while routing gets the open conversations back.
 
 use awc::http::StatusCode;
 
-use crate::helpers::{stored_events, stored_ids, ServerProcess, PATIENCE};
+use linedesk::startup::Application;
+
+use crate::agents::AgentClient;
+use crate::helpers::{eventually, stored_events, stored_ids, ServerProcess, PATIENCE};
 use crate::line_payloads::text_event;
 
 const SECRET: &str = "linedesk-demo-channel-secret-dev";
@@ -212,4 +216,92 @@ async fn conversations_survive_kill_9_and_sigterm_with_state_transcript_and_orde
     assert_eq!(doc.body["status"], "queued");
     assert_eq!(doc.body["transitions"].as_array().unwrap().len(), 2);
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+}
+
+/// The value of an unlabelled sample in `/metrics`.
+async fn metric(address: &str, name: &str) -> String {
+    let mut response = awc::Client::builder()
+        .timeout(PATIENCE)
+        .finish()
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let body = response.body().await.unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn after_a_restart_webhooks_are_answered_before_routing_is_restored_and_agents_then_get_the_restored_conversations(
+) {
+    let data = tempfile::tempdir().unwrap();
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let classified = |address: String, id: String| {
+        let client = client.clone();
+        async move {
+            let path = format!("/api/conversations/{id}");
+            eventually("the conversation is classified", || async {
+                let doc = crate::helpers::admin_get(&client, &address, &path).await;
+                doc.body["routing"]["queue"] == "general"
+            })
+            .await;
+        }
+    };
+    let waiting_user = "U00000000000000000000000000000a01";
+    let waiting = format!("demo.user.{waiting_user}.1");
+    let server = ServerProcess::start(data.path(), &[]);
+    let first = text_event(waiting_user, "01J5000000000000000000000001", "hello");
+    assert_eq!(post(&server.address, vec![first]).await, StatusCode::OK);
+    // Classified, so saved with its queue, before the server stops.
+    classified(server.address.clone(), waiting.clone()).await;
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    // The same data folder, in this process, with the restore held back by the test.
+    let mut settings = crate::helpers::test_settings(data.path());
+    settings.routing.restore_chunk = 1;
+    let mut app = Application::build(settings).await.unwrap();
+    let restore = app.take_routing_restore().unwrap();
+    let address = format!("http://{}", app.address());
+    actix_web::rt::spawn(app.run_until_stopped());
+
+    assert_eq!(
+        metric(&address, "linedesk_routing_restore_complete").await,
+        "0"
+    );
+    let newcomer_user = "U00000000000000000000000000000a02";
+    let newcomer = format!("demo.user.{newcomer_user}.1");
+    let during = text_event(newcomer_user, "01J5000000000000000000000002", "hi");
+    assert_eq!(post(&address, vec![during]).await, StatusCode::OK);
+    // Queued: its conversation told the router before the restore reads it.
+    classified(address.clone(), newcomer.clone()).await;
+    // An agent connecting now is let in once routing is restored.
+    let alice = actix_web::rt::spawn({
+        let address = address.clone();
+        async move {
+            let mut alice = AgentClient::connect_to(&address, "dev-alice-token").await;
+            let hello = alice.expect("hello").await;
+            (alice, hello)
+        }
+    });
+
+    // Both conversations are open in storage; routing knows the newcomer already, so only the
+    // one that waited across the restart is restored.
+    assert_eq!(restore.run().await.unwrap(), 1);
+    let (mut alice, hello) = alice.await.unwrap();
+    assert_eq!(hello["conversations"], serde_json::json!([]));
+    // Offered oldest first: the one that waited across the restart, then the newcomer.
+    assert_eq!(alice.expect("offer").await["conversation_id"], waiting);
+    assert_eq!(alice.expect("offer").await["conversation_id"], newcomer);
+    assert_eq!(
+        metric(&address, "linedesk_routing_restore_complete").await,
+        "1"
+    );
+    assert_eq!(
+        metric(&address, "linedesk_routing_restored_conversations").await,
+        "1"
+    );
 }

@@ -6,7 +6,7 @@
 //! In: [`ConversationNotice`] (conversations), [`SetPresence`], [`AcceptOffer`], [`RejectOffer`],
 //! [`AgentGone`] (agents). Out: [`AgentEvent`] to agents, `AskConversation` to the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -66,6 +66,10 @@ pub struct Router {
     stats: RouterStats,
     /// When waiting conversations reach their queue's `max_wait`, soonest first.
     overflow_due: std::collections::BTreeSet<(i64, ConversationId)>,
+    /// While the open conversations of the last run are still arriving ([`RestoreRouting`]):
+    /// the conversations whose own actors have told the router something since it started.
+    /// Their notices are newer than any snapshot a later chunk was read from.
+    heard_while_restoring: Option<HashSet<ConversationId>>,
 }
 
 impl Router {
@@ -89,7 +93,34 @@ impl Router {
             next_offer: 0,
             stats: RouterStats::default(),
             overflow_due: std::collections::BTreeSet::new(),
+            heard_while_restoring: None,
         }
+    }
+
+    /// A router that will be sent the open conversations of the last run ([`RestoreRouting`]
+    /// chunks, the last one marked): until then it remembers which conversations it heard about
+    /// from their actors, so that a chunk read before a conversation changed does not undo the
+    /// change (queue a conversation that closed, hold capacity an agent released).
+    pub fn restoring(mut self) -> Self {
+        self.heard_while_restoring = Some(HashSet::new());
+        self
+    }
+
+    /// Notes a conversation's notice while a restore is under way.
+    fn heard(&mut self, conversation: &ConversationId) {
+        if let Some(heard) = &mut self.heard_while_restoring {
+            heard.insert(conversation.clone());
+        }
+    }
+
+    /// Whether a restored conversation is already known, or newer news of it came meanwhile.
+    fn restore_is_stale(&self, conversation: &ConversationId) -> bool {
+        self.state.status(conversation).is_some()
+            || self.direct.contains_key(conversation)
+            || self
+                .heard_while_restoring
+                .as_ref()
+                .is_some_and(|heard| heard.contains(conversation))
     }
 
     fn overflow_policy(&self, queue: &super::state::QueueId) -> OverflowPolicy {
@@ -470,6 +501,7 @@ impl Handler<ConversationNotice> for Router {
 
     fn handle(&mut self, notice: ConversationNotice, ctx: &mut Self::Context) {
         tracing::debug!(?notice, "routing notice");
+        self.heard(notice.conversation());
         match notice {
             ConversationNotice::Queued {
                 conversation,
@@ -619,14 +651,16 @@ fn not_offered(conversation: &ConversationId, agent: &AgentId) -> RoutingError {
 impl Handler<RestoreRouting> for Router {
     type Result = usize;
 
-    fn handle(&mut self, mut msg: RestoreRouting, ctx: &mut Self::Context) -> usize {
+    fn handle(&mut self, msg: RestoreRouting, ctx: &mut Self::Context) -> usize {
         use crate::conversation::Status;
-        msg.conversations.sort_by_key(|c| c.since_ms);
         let mut restored = 0;
         for open in msg.conversations {
             let Some(routing) = open.routing else {
                 continue;
             };
+            if self.restore_is_stale(&open.conversation) {
+                continue;
+            }
             match (open.status, open.agent) {
                 (Status::Queued, _) => {
                     let Ok(queue) = super::state::QueueId::parse(routing.queue.as_str()) else {
@@ -667,9 +701,13 @@ impl Handler<RestoreRouting> for Router {
                 _ => {}
             }
         }
-        tracing::info!(
+        if msg.last {
+            self.heard_while_restoring = None;
+        }
+        tracing::debug!(
             conversations = restored,
-            "routing restored from open conversations"
+            last = msg.last,
+            "routing restore chunk applied"
         );
         self.dispatch(ctx);
         restored
@@ -694,3 +732,6 @@ impl Handler<GetQueuePosition> for Router {
         self.state.position(&msg.conversation)
     }
 }
+
+#[cfg(test)]
+mod tests;

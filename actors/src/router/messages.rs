@@ -37,6 +37,18 @@ pub enum ConversationNotice {
     Closed { conversation: ConversationId },
 }
 
+impl ConversationNotice {
+    /// The conversation the notice is about.
+    pub fn conversation(&self) -> &ConversationId {
+        match self {
+            Self::Queued { conversation, .. }
+            | Self::Released { conversation, .. }
+            | Self::Reclaimed { conversation, .. }
+            | Self::Closed { conversation } => conversation,
+        }
+    }
+}
+
 /// Why the router refused an agent's request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoutingError {
@@ -90,12 +102,20 @@ pub struct OpenConversation {
     pub capacity_held: bool,
 }
 
-/// At start-up: rebuild the queues (in age order) and the agents' loads from the open
-/// conversations, so nothing waiting is forgotten and agents get their conversations back.
+/// After a restart, sent by start-up once the server listens: one chunk of the open
+/// conversations of the last run, to rebuild the queues and the agents' loads, so nothing
+/// waiting is forgotten and agents get their conversations back. The open conversations come in
+/// several chunks, with other messages handled between them; a conversation the router heard
+/// about from its own actor since it started (see [`Router::restoring`]) is newer than its
+/// chunk and is skipped. The reply is how many of the chunk were restored.
+///
+/// [`Router::restoring`]: super::actor::Router::restoring
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
 pub struct RestoreRouting {
     pub conversations: Vec<OpenConversation>,
+    /// The last chunk: the router stops remembering which conversations it heard about.
+    pub last: bool,
 }
 
 /// Router counters.
