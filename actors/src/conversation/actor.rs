@@ -81,6 +81,10 @@ pub struct Conversation {
     restarts: u32,
     /// Conversations to route once the current handler is done.
     deferred: Vec<super::ConversationRecordId>,
+    /// The router is being asked for the queue position, to tell the customer: automated
+    /// messages triggered meanwhile wait in `held`, so the customer reads them in order.
+    position_pending: bool,
+    held: Vec<(super::ConversationRecordId, crate::domain::Trigger)>,
     #[cfg(feature = "fault-injection")]
     fail_next: bool,
 }
@@ -97,6 +101,8 @@ impl Conversation {
             replaying: false,
             restarts: 0,
             deferred: Vec::new(),
+            position_pending: false,
+            held: Vec::new(),
             #[cfg(feature = "fault-injection")]
             fail_next: false,
         }
@@ -251,6 +257,12 @@ impl Conversation {
                     .hide_archived_message(&conversation, &message_id)?,
                 // Replayed too: its outbox id is stable, so a message stored before a crash is
                 // not stored twice, and one that was not is sent now.
+                Effect::Automated {
+                    conversation,
+                    trigger,
+                } if self.position_pending && !self.replaying => {
+                    self.held.push((conversation, trigger));
+                }
                 Effect::Automated {
                     conversation,
                     trigger,
@@ -566,6 +578,9 @@ impl Supervised for Conversation {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.state = None;
         self.deferred.clear();
+        // Lost with the actor: at worst the customer misses an "assigned" notice.
+        self.position_pending = false;
+        self.held.clear();
         self.unsaved = 0;
         self.restarts += 1;
     }

@@ -380,3 +380,163 @@ async fn agent_actions_drive_active_waiting_and_wrap_up_timers() {
         ]
     );
 }
+
+mod automated_order {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::domain::{CustomerProfile, Outgoing, Trigger};
+    use crate::outbound::{ContactBook, OutboundLinks, Outbox};
+    use crate::router::messages::{ConversationNotice, GetQueuePosition};
+    use crate::workstream::{AutomatedMessage, RoutingTable, Workstream};
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Outgoing>>);
+
+    impl Outbox for Recorded {
+        fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
+            self.0.lock().unwrap().push(outgoing.clone());
+            Ok(true)
+        }
+    }
+
+    struct NoProfiles;
+
+    impl ContactBook for NoProfiles {
+        fn cached(&self, _: &ConversationKey) -> Option<CustomerProfile> {
+            None
+        }
+    }
+
+    /// A router that answers the queue position only when the test says so.
+    struct SlowRouter(Arc<AtomicBool>);
+
+    impl Actor for SlowRouter {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ConversationNotice> for SlowRouter {
+        type Result = ();
+        fn handle(&mut self, _: ConversationNotice, _: &mut Self::Context) {}
+    }
+
+    impl Handler<GetQueuePosition> for SlowRouter {
+        type Result = ResponseFuture<Option<usize>>;
+        fn handle(&mut self, _: GetQueuePosition, _: &mut Self::Context) -> Self::Result {
+            let go = self.0.clone();
+            Box::pin(async move {
+                for _ in 0..30_000 {
+                    if go.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    actix::clock::sleep(Duration::from_millis(1)).await;
+                }
+                Some(1)
+            })
+        }
+    }
+
+    fn table() -> RoutingTable {
+        let mut table = RoutingTable {
+            workstreams: vec![Workstream {
+                id: "support".into(),
+                account: AccountId::parse("demo").unwrap(),
+                language: "en".into(),
+                default_queue: "general".into(),
+                fallback_queue: "general".into(),
+                keep_same_agent: false,
+                capacity_units: 1,
+                show_sender: false,
+                customer_attachments: true,
+                agent_attachments: true,
+                hours: None,
+            }],
+            queues: vec!["general".into()],
+            agent_names: [(AgentId::parse("alice").unwrap(), "Alice".to_owned())].into(),
+            ..RoutingTable::default()
+        };
+        for (trigger, text) in [
+            (Trigger::Greeting, "hello"),
+            (Trigger::Queued, "you are number {position}"),
+            (Trigger::Assigned, "{agent_name} here"),
+        ] {
+            let texts = BTreeMap::from([("en".to_owned(), text.to_owned())]);
+            let message = AutomatedMessage {
+                enabled: true,
+                texts,
+            };
+            table.automated.insert("support", trigger, message);
+        }
+        table
+    }
+
+    #[actix::test]
+    async fn an_agent_accepting_before_the_queue_position_is_known_is_announced_after_it() {
+        let store = Arc::new(MemoryStore::default());
+        let outbox = Arc::new(Recorded::default());
+        let go = Arc::new(AtomicBool::new(false));
+        let router = SlowRouter(go.clone()).start();
+        let links = ConversationLinks {
+            routing: Arc::new(table()),
+            router: Some(router.clone().recipient()),
+            positions: Some(router.recipient()),
+            agents: Arc::new(Default::default()),
+            outbound: Some(OutboundLinks {
+                outbox: outbox.clone(),
+                contacts: Arc::new(NoProfiles),
+                lookup: None,
+                reply_token_ttl: Duration::from_secs(50),
+                profile_wait: Duration::from_secs(1),
+            }),
+        };
+        let registry = Registry::new(store.clone(), ConversationSettings::default(), runtime())
+            .with_links(links)
+            .start();
+        let k = key("Ua");
+        registry.do_send(EventsStored {
+            key: k.clone(),
+            seq: 1,
+            events: vec![text(1, "help")],
+        });
+        let view = get(&registry, &k).await;
+        assert_eq!(view.state.current.unwrap().status, Status::Queued);
+        // The router offered it and the agent accepted while the position is still asked for.
+        registry
+            .send(AskConversation {
+                key: k.clone(),
+                question: Question::Agent(ApplyAgentAction {
+                    agent: AgentId::parse("alice").unwrap(),
+                    action: AgentAction::Assign,
+                }),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            outbox.0.lock().unwrap().is_empty(),
+            "the assigned notice waits"
+        );
+        go.store(true, Ordering::SeqCst);
+        eventually("both notices stored", || async {
+            outbox.0.lock().unwrap().len() == 2
+        })
+        .await;
+        let texts: Vec<Vec<String>> = outbox
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| o.contents.iter().map(|c| c.preview()).collect())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                vec!["hello".to_owned(), "you are number 1".to_owned()],
+                vec!["Alice here".to_owned()]
+            ]
+        );
+    }
+}

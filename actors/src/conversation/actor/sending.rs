@@ -132,10 +132,16 @@ impl Conversation {
                 let ask = positions.send(GetQueuePosition {
                     conversation: conversation.clone(),
                 });
+                // An agent may accept before the answer comes: their "assigned" notice waits.
+                self.position_pending = true;
                 ctx.spawn(ask.into_actor(self).map(move |position, act, ctx| {
                     // Already offered to an agent: first in line.
                     let position = position.ok().flatten().unwrap_or(1);
+                    act.position_pending = false;
                     act.send_and_save(&conversation, &triggers, Some(position), ctx);
+                    for (conversation, trigger) in std::mem::take(&mut act.held) {
+                        act.send_and_save(&conversation, &[trigger], None, ctx);
+                    }
                 }));
             }
             _ => self.send_and_save(&conversation, &triggers, None, ctx),
