@@ -216,6 +216,9 @@ impl Application {
         self.server.await.context("the HTTP server failed")?;
         let saved = self.registry.send(SnapshotAll).await.unwrap_or_default();
         tracing::info!(conversations = saved, "live conversations snapshotted");
+        if let Err(e) = self.journal.settle().await {
+            tracing::warn!(error.message = %e, "could not store the journal checkpoint; the next start resumes more conversations than needed");
+        }
         self.journal
             .flush()
             .await

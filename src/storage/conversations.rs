@@ -258,6 +258,11 @@ impl ConversationStore for SledConversationStore {
                 state.v
             )));
         }
+        // A stored snapshot covers its events: a conversation resumed after a restart whose
+        // snapshot was saved just before the crash is not marked uncovered for ever.
+        self.journal
+            .clear_pending(key, state.applied_seq)
+            .map_err(|e| StoreError(e.to_string()))?;
         Ok(Some(state))
     }
 
@@ -341,10 +346,7 @@ impl ConversationStore for SledConversationStore {
     }
 
     fn pending(&self) -> Result<Vec<(ConversationKey, u64)>, StoreError> {
-        self.journal
-            .pending_conversations()
-            .map(|p| p.map_err(|e| StoreError(e.to_string())))
-            .collect()
+        Ok(self.journal.pending_conversations())
     }
 
     fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<ConversationKey>, StoreError> {

@@ -2,11 +2,12 @@
 //! conversation. It is the conversation actors' journal: an actor rebuilds its state from its
 //! latest snapshot plus the journal entries after the snapshot's sequence number.
 //!
-//! Layout (one sled tree, so that one `apply_batch` writes an event and its indexes atomically):
+//! Layout (one sled tree, so that one `apply_batch` writes a batch of events, their indexes
+//! and the marks of uncovered conversations atomically):
 //! - `e` conversation-key `\0` seq(be u64) → [`StoredEvent`] as JSON (the event exactly as received)
 //! - `d` account `\0` webhookEventId          → seq(be u64): the redelivery check
-//! - `p` conversation-key                     → seq(be u64): conversations whose latest events
-//!   are not yet covered by a snapshot (read at start-up to resume them)
+//! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
+//!   restart resumes them (see [`super::uncovered`])
 //! - `m` `seq`                                → the last sequence number handed out
 //!
 //! Sequence numbers are global and increase with every stored event, so ordering within a
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::uncovered::Uncovered;
 use super::{GroupCommit, StorageError};
 use crate::settings::Durability;
 
@@ -33,8 +35,11 @@ pub const JOURNAL_FORMAT_VERSION: u16 = 1;
 const TREE: &str = "journal";
 const EVENT: u8 = b'e';
 const DEDUP: u8 = b'd';
-const PENDING: u8 = b'p';
 const LAST_SEQ: &[u8] = b"mseq";
+
+/// Idle this long, the writer stores how far snapshots cover the journal: a crash then
+/// resumes only conversations with events really uncovered.
+const SETTLE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most appends the writer folds into one sled batch.
 const MAX_APPENDS_PER_BATCH: usize = 512;
@@ -92,6 +97,7 @@ struct Inner {
     group_commit: GroupCommit,
     batches: Arc<AtomicU64>,
     listener: Listener,
+    uncovered: Arc<Mutex<Uncovered>>,
 }
 
 /// Where the writer reports stored events: the conversation registry, once it is started.
@@ -99,7 +105,8 @@ type Listener = Arc<Mutex<Option<Recipient<EventsStored>>>>;
 
 /// One delivery waiting for the writer.
 struct Append {
-    account: AccountId,
+    /// `None`: no events, only a request to settle (see [`Journal::settle`]).
+    account: Option<AccountId>,
     events: Vec<IncomingEvent>,
     received_at_ms: i64,
     done: oneshot::Sender<Result<AppendOutcome, StorageError>>,
@@ -118,6 +125,14 @@ impl Drop for Inner {
 
 impl Journal {
     pub fn open(db: sled::Db, durability: Durability) -> Result<Self, StorageError> {
+        Self::open_with(db, durability, super::uncovered::PROMOTE_AFTER)
+    }
+
+    fn open_with(
+        db: sled::Db,
+        durability: Durability,
+        promote_after: u64,
+    ) -> Result<Self, StorageError> {
         let tree = db.open_tree(TREE)?;
         let last_seq = match tree.get(LAST_SEQ)? {
             Some(v) => decode_seq(LAST_SEQ, &v)?,
@@ -126,12 +141,14 @@ impl Journal {
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
+        let uncovered = Arc::new(Mutex::new(Uncovered::load(&tree, promote_after)?));
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             tree: tree.clone(),
             last_seq: last_seq.clone(),
             batches: batches.clone(),
             listener: listener.clone(),
+            uncovered: uncovered.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -148,6 +165,7 @@ impl Journal {
                 group_commit: GroupCommit::default(),
                 batches,
                 listener,
+                uncovered,
             }),
         })
     }
@@ -177,11 +195,19 @@ impl Journal {
     ) -> Result<AppendOutcome, StorageError> {
         let (done, outcome) = oneshot::channel();
         let append = Append {
-            account: account.clone(),
+            account: Some(account.clone()),
             events,
             received_at_ms,
             done,
         };
+        self.send(append, outcome).await
+    }
+
+    async fn send(
+        &self,
+        append: Append,
+        outcome: oneshot::Receiver<Result<AppendOutcome, StorageError>>,
+    ) -> Result<AppendOutcome, StorageError> {
         let sent = match &*self.inner.appends.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(sender) => sender.send(append).is_ok(),
             None => false,
@@ -199,6 +225,19 @@ impl Journal {
             Durability::Flush => Ok(self.inner.group_commit.commit(&self.inner.db).await?),
             Durability::Os => Ok(()),
         }
+    }
+
+    /// Stores how far snapshots cover the journal now; at shutdown, after the snapshots, so
+    /// that the next start resumes no conversation for nothing.
+    pub async fn settle(&self) -> Result<(), StorageError> {
+        let (done, outcome) = oneshot::channel();
+        let append = Append {
+            account: None,
+            events: Vec::new(),
+            received_at_ms: 0,
+            done,
+        };
+        self.send(append, outcome).await.map(drop)
     }
 
     /// Flushes everything to disk; used at shutdown.
@@ -243,37 +282,33 @@ impl Journal {
             .contains_key(dedup_key(account, webhook_event_id))?)
     }
 
-    /// The conversations with events not yet covered by a snapshot, with their latest sequence.
-    pub fn pending_conversations(
-        &self,
-    ) -> impl Iterator<Item = Result<(ConversationKey, u64), StorageError>> + '_ {
-        self.inner.tree.scan_prefix([PENDING]).map(|entry| {
-            let (key, value) = entry?;
-            let name = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(&key, e))?;
-            let conversation = ConversationKey::parse(name).map_err(|e| corrupt(&key, e))?;
-            Ok((conversation, decode_seq(&key, &value)?))
-        })
+    /// The conversations with events not yet covered by a snapshot, with their latest
+    /// sequence number, in key order. Right after opening: what the last run left uncovered.
+    pub fn pending_conversations(&self) -> Vec<(ConversationKey, u64)> {
+        self.uncovered().pending()
     }
 
-    /// Forgets that `conversation` has unapplied events, if its latest is at or below `applied`
-    /// (a snapshot now covers it). A newer event appended meanwhile keeps the mark.
+    /// A snapshot of `conversation` now covers its events up to `applied`: if that is all of
+    /// them, it need not be resumed after a restart. A newer event appended meanwhile keeps
+    /// the mark. Memory only, unless the conversation had been uncovered for long.
     pub fn clear_pending(
         &self,
         conversation: &ConversationKey,
         applied: u64,
     ) -> Result<(), StorageError> {
-        let key = pending_key(&conversation.to_string());
-        let Some(current) = self.inner.tree.get(&key)? else {
-            return Ok(());
-        };
-        if decode_seq(&key, &current)? <= applied {
-            // A failed swap means a newer event arrived: the mark must stay.
-            let _ = self
-                .inner
-                .tree
-                .compare_and_swap(&key, Some(current), None as Option<&[u8]>)?;
+        let mut uncovered = self.uncovered();
+        if let Some(key) = uncovered.covered(conversation, applied) {
+            // Under the lock: the writer cannot promote the conversation again meanwhile.
+            self.inner.tree.remove(key)?;
         }
         Ok(())
+    }
+
+    fn uncovered(&self) -> std::sync::MutexGuard<'_, Uncovered> {
+        self.inner
+            .uncovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -298,11 +333,22 @@ struct Writer {
     last_seq: Arc<AtomicU64>,
     batches: Arc<AtomicU64>,
     listener: Listener,
+    uncovered: Arc<Mutex<Uncovered>>,
 }
 
 impl Writer {
     fn run(self, receiver: mpsc::Receiver<Append>) {
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = match receiver.recv_timeout(SETTLE_WHEN_IDLE) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.settle() {
+                        tracing::warn!(error.message = %e, "could not store the journal checkpoint");
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let mut group = vec![first];
             while group.len() < MAX_APPENDS_PER_BATCH {
                 match receiver.try_recv() {
@@ -355,10 +401,14 @@ impl Writer {
         // With whether every event of the notice is carried: a gap would skip an event.
         let mut stored: Vec<(EventsStored, bool)> = Vec::new();
         let mut carried: HashMap<ConversationKey, usize> = HashMap::new();
+        // Each conversation's first and latest new event, in the order of `stored`.
+        let mut spans: Vec<(ConversationKey, u64, u64)> = Vec::new();
         for append in group.iter_mut() {
             let mut outcome = AppendOutcome::default();
+            let account = append.account.as_ref();
             for incoming in &mut append.events {
-                let dedup_key = dedup_key(&append.account, &incoming.webhook_event_id);
+                let Some(account) = account else { break };
+                let dedup_key = dedup_key(account, &incoming.webhook_event_id);
                 if seen.contains(&dedup_key) || self.tree.contains_key(&dedup_key)? {
                     outcome.duplicates += 1;
                     continue;
@@ -376,7 +426,6 @@ impl Writer {
                 let conversation = incoming.conversation.to_string();
                 batch.insert(event_key(&conversation, seq), value);
                 batch.insert(dedup_key.clone(), &seq.to_be_bytes());
-                batch.insert(pending_key(&conversation), &seq.to_be_bytes());
                 seen.insert(dedup_key);
                 outcome.stored.push(seq);
                 match outcome
@@ -396,10 +445,12 @@ impl Writer {
                             events: Vec::new(),
                         };
                         stored.push((notice, true));
+                        spans.push((incoming.conversation.clone(), seq, seq));
                         stored.len() - 1
                     });
                 let (notice, complete) = &mut stored[index];
                 notice.seq = seq;
+                spans[index].2 = seq;
                 match incoming.inbound.take() {
                     Some(mut inbound) if *complete => {
                         inbound.seq = seq;
@@ -415,12 +466,35 @@ impl Writer {
         }
         if seq != first_seq {
             batch.insert(LAST_SEQ, &seq.to_be_bytes());
+            // Held until the batch is applied, so that a checkpoint is never computed from
+            // marks of a batch sled has not taken yet. If applying fails, the marks of its
+            // events stay: harmless, they only keep those conversations marked for longer.
+            let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
+            uncovered
+                .batch(first_seq + 1, seq, &spans)
+                .into_batch(&mut batch);
             self.tree.apply_batch(batch)?;
+            drop(uncovered);
             self.last_seq.store(seq, Ordering::SeqCst);
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
+        if seq == first_seq {
+            self.settle()?;
+        }
         let stored = stored.into_iter().map(|(notice, _)| notice).collect();
         Ok((outcomes, stored))
+    }
+
+    /// Persists how far snapshots cover the journal, when no new event carries it.
+    fn settle(&self) -> Result<(), StorageError> {
+        let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
+        let marks = uncovered.settle(self.last_seq.load(Ordering::SeqCst));
+        if !marks.is_empty() {
+            let mut batch = sled::Batch::default();
+            marks.into_batch(&mut batch);
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(())
     }
 }
 
@@ -439,13 +513,6 @@ fn dedup_key(account: &AccountId, webhook_event_id: &str) -> Vec<u8> {
     key.extend_from_slice(account.as_str().as_bytes());
     key.push(0);
     key.extend_from_slice(webhook_event_id.as_bytes());
-    key
-}
-
-fn pending_key(conversation: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + conversation.len());
-    key.push(PENDING);
-    key.extend_from_slice(conversation.as_bytes());
     key
 }
 
@@ -602,11 +669,10 @@ mod tests {
         assert_eq!(journal.events_after(&key("Ua"), 1).count(), 1);
         assert_eq!(journal.all_events().count(), 3);
         assert!(journal.contains(&demo(), "E2").unwrap());
-        let pending: Vec<_> = journal
-            .pending_conversations()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(pending, [(key("Ua"), 3), (key("Ub"), 2)]);
+        assert_eq!(
+            journal.pending_conversations(),
+            [(key("Ua"), 3), (key("Ub"), 2)]
+        );
     }
 
     #[actix_web::test]
@@ -665,5 +731,98 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome.stored, vec![2]);
+    }
+
+    fn keys_with_prefix(journal: &Journal, prefix: &[u8]) -> usize {
+        journal.inner.tree.scan_prefix(prefix).count()
+    }
+
+    #[actix_web::test]
+    async fn after_reopening_only_conversations_no_snapshot_covered_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let journal = Journal::open(db, Durability::Os).unwrap();
+            for (id, user) in [("E1", "Ub"), ("E2", "Ua"), ("E3", "Ua")] {
+                journal
+                    .append(&demo(), vec![event(id, user, "x")], 1)
+                    .await
+                    .unwrap();
+            }
+            // Ub's snapshot covers its event; Ua's covers only its first.
+            journal.clear_pending(&key("Ub"), 1).unwrap();
+            journal.clear_pending(&key("Ua"), 2).unwrap();
+            assert_eq!(journal.pending_conversations(), [(key("Ua"), 3)]);
+            // Checkpoints are written with batches: one more moves it past Ub's event.
+            journal
+                .append(&demo(), vec![event("E4", "Uc", "c1")], 1)
+                .await
+                .unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let journal = Journal::open(db, Durability::Os).unwrap();
+        assert_eq!(
+            journal.pending_conversations(),
+            [(key("Ua"), 3), (key("Uc"), 4)],
+            "Ub was covered before the crash"
+        );
+        // Once covered, the records behind the checkpoint go with the next batch.
+        journal.clear_pending(&key("Ua"), 3).unwrap();
+        journal.clear_pending(&key("Uc"), 4).unwrap();
+        journal
+            .append(&demo(), vec![event("E5", "Ud", "d1")], 1)
+            .await
+            .unwrap();
+        assert_eq!(journal.pending_conversations(), [(key("Ud"), 5)]);
+        assert_eq!(
+            keys_with_prefix(&journal, b"r"),
+            1,
+            "only the last batch's record"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_conversation_left_uncovered_gets_its_own_mark_and_no_longer_holds_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
+            journal
+                .append(&demo(), vec![event("S1", "Ustuck", "x")], 1)
+                .await
+                .unwrap();
+            for i in 0..40 {
+                journal
+                    .append(&demo(), vec![event(&format!("E{i}"), "Ua", "a")], 1)
+                    .await
+                    .unwrap();
+                journal.clear_pending(&key("Ua"), i + 2).unwrap();
+            }
+            assert_eq!(keys_with_prefix(&journal, b"p"), 1);
+            assert!(
+                keys_with_prefix(&journal, b"r") <= 5,
+                "{} records kept behind a stuck conversation",
+                keys_with_prefix(&journal, b"r")
+            );
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
+        // Ua's last event was covered after its batch was written, and no later batch moved
+        // the checkpoint: it is resumed once more, and its snapshot then clears it.
+        assert_eq!(
+            journal.pending_conversations(),
+            [(key("Ua"), 41), (key("Ustuck"), 1)]
+        );
+        journal.clear_pending(&key("Ua"), 41).unwrap();
+        // Settling (at shutdown, or when idle) stores that without waiting for a batch.
+        journal.settle().await.unwrap();
+        drop(journal);
+        let db = sled::open(dir.path()).unwrap();
+        let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
+        assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
+        assert!(journal.uncovered().checkpoint() >= 30);
+        journal.clear_pending(&key("Ustuck"), 1).unwrap();
+        assert_eq!(keys_with_prefix(&journal, b"p"), 0);
+        assert!(journal.pending_conversations().is_empty());
     }
 }

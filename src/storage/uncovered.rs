@@ -1,0 +1,306 @@
+//! Which conversations have journal events that no snapshot covers yet: after a crash those
+//! conversations must be resumed, or a customer's message would wait until they write again.
+//!
+//! Marking each event durably cost a sled key per event and a read plus compare-and-swap per
+//! snapshot, a third of the journal's sled work. The marks are kept in memory instead, and
+//! what a crash must not lose is made durable per batch:
+//! - each batch stores one record listing its conversations (`r` first-seq → `last` + lines);
+//! - a checkpoint (`mchk`) says every event at or below it is covered, and the records behind
+//!   it are removed in the same batch;
+//! - a conversation that stays uncovered for long (an actor that keeps failing, a chat with
+//!   fewer events than `conversation.snapshot_every`) gets a `p` key of its own, so that the
+//!   checkpoint can move past it and the records behind it do not pile up.
+//!
+//! A snapshot saved before the checkpoint moved is in sled's log before the checkpoint, and
+//! sled recovers a prefix of its log: a recovered checkpoint never claims an unsaved event.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use linedesk_actors::domain::ConversationKey;
+
+use super::StorageError;
+
+pub(super) const RECORD: u8 = b'r';
+pub(super) const PROMOTED: u8 = b'p';
+pub(super) const CHECKPOINT: &[u8] = b"mchk";
+
+/// Uncovered for this many events behind the newest, a conversation gets its own `p` key.
+pub(super) const PROMOTE_AFTER: u64 = 4_096;
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// No event of the conversation below this one is uncovered.
+    first: u64,
+    latest: u64,
+    /// Has a `p` key, and no longer holds the checkpoint back.
+    promoted: bool,
+}
+
+/// The in-memory marks, shared by the journal writer (which adds) and snapshot saves (which
+/// clear).
+#[derive(Debug)]
+pub(super) struct Uncovered {
+    marks: HashMap<ConversationKey, Mark>,
+    /// Unpromoted marks by their first uncovered event: the lowest holds the checkpoint.
+    by_first: BTreeSet<(u64, ConversationKey)>,
+    /// The `r` records still stored, as (first, last) sequence numbers, oldest first.
+    records: VecDeque<(u64, u64)>,
+    checkpoint: u64,
+    /// [`PROMOTE_AFTER`], smaller in tests.
+    promote_after: u64,
+}
+
+/// What one batch adds to sled for the marks.
+#[derive(Debug, Default)]
+pub(super) struct BatchMarks {
+    pub inserts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub removes: Vec<Vec<u8>>,
+}
+
+impl BatchMarks {
+    pub fn is_empty(&self) -> bool {
+        self.inserts.is_empty() && self.removes.is_empty()
+    }
+
+    pub fn into_batch(self, batch: &mut sled::Batch) {
+        for (key, value) in self.inserts {
+            batch.insert(key, value);
+        }
+        for key in self.removes {
+            batch.remove(key);
+        }
+    }
+}
+
+impl Uncovered {
+    /// Rebuilds the marks from what the last run left in the journal tree.
+    pub fn load(tree: &sled::Tree, promote_after: u64) -> Result<Self, StorageError> {
+        let mut this = Self {
+            marks: HashMap::new(),
+            by_first: BTreeSet::new(),
+            records: VecDeque::new(),
+            checkpoint: 0,
+            promote_after,
+        };
+        if let Some(v) = tree.get(CHECKPOINT)? {
+            this.checkpoint = decode_u64(CHECKPOINT, &v)?;
+        }
+        for entry in tree.scan_prefix([PROMOTED]) {
+            let (key, value) = entry?;
+            let conversation = parse_conversation(&key, &key[1..])?;
+            let latest = decode_u64(&key, &value)?;
+            this.marks.insert(
+                conversation,
+                Mark {
+                    first: 0,
+                    latest,
+                    promoted: true,
+                },
+            );
+        }
+        for entry in tree.scan_prefix([RECORD]) {
+            let (key, value) = entry?;
+            let first = decode_u64(&key, key.get(1..).unwrap_or_default())?;
+            let (last, conversations) = decode_record(&key, &value)?;
+            this.records.push_back((first, last));
+            for (conversation, latest) in conversations {
+                if latest > this.checkpoint {
+                    this.add(conversation, first, latest);
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    /// The conversations a restart must resume, with their latest event, in key order.
+    pub fn pending(&self) -> Vec<(ConversationKey, u64)> {
+        let sorted: BTreeMap<String, (&ConversationKey, u64)> = self
+            .marks
+            .iter()
+            .map(|(k, m)| (k.to_string(), (k, m.latest)))
+            .collect();
+        sorted.into_values().map(|(k, s)| (k.clone(), s)).collect()
+    }
+
+    /// Records a batch's events: `latest` lists each conversation with its first and latest
+    /// new sequence number, `first..=last` is the batch. Returns the sled writes that make the
+    /// marks durable, to apply atomically with the batch.
+    pub fn batch(
+        &mut self,
+        first: u64,
+        last: u64,
+        latest: &[(ConversationKey, u64, u64)],
+    ) -> BatchMarks {
+        let mut out = BatchMarks::default();
+        for (conversation, from, to) in latest {
+            self.add(conversation.clone(), *from, *to);
+        }
+        out.inserts
+            .push((record_key(first), encode_record(last, latest)));
+        self.records.push_back((first, last));
+
+        self.promote(last, &mut out);
+        self.advance(last, &mut out);
+        out
+    }
+
+    /// Moves the checkpoint as far as the marks allow when no batch comes to carry it (idle,
+    /// or shutting down), so that a restart resumes only what is really uncovered.
+    pub fn settle(&mut self, last: u64) -> BatchMarks {
+        let mut out = BatchMarks::default();
+        self.promote(last, &mut out);
+        self.advance(last, &mut out);
+        out
+    }
+
+    fn promote(&mut self, last: u64, out: &mut BatchMarks) {
+        let Some(&(oldest, _)) = self.by_first.first() else {
+            return;
+        };
+        if oldest + self.promote_after >= last {
+            return;
+        }
+        let below = last - self.promote_after / 2;
+        while let Some((first, conversation)) = self.by_first.pop_first() {
+            if first >= below {
+                self.by_first.insert((first, conversation));
+                break;
+            }
+            let mark = self.marks.get_mut(&conversation).expect("marked");
+            mark.promoted = true;
+            out.inserts.push((
+                promoted_key(&conversation),
+                mark.latest.to_be_bytes().to_vec(),
+            ));
+        }
+    }
+
+    fn advance(&mut self, last: u64, out: &mut BatchMarks) {
+        let checkpoint = self.by_first.first().map_or(last, |(first, _)| first - 1);
+        if checkpoint != self.checkpoint {
+            self.checkpoint = checkpoint;
+            out.inserts
+                .push((CHECKPOINT.to_vec(), checkpoint.to_be_bytes().to_vec()));
+        }
+        while let Some(&(first, last)) = self.records.front() {
+            if last > checkpoint {
+                break;
+            }
+            self.records.pop_front();
+            out.removes.push(record_key(first));
+        }
+    }
+
+    /// A snapshot of `conversation` covers its events up to `applied`. Returns the `p` key to
+    /// remove when the conversation had one and is now covered.
+    pub fn covered(&mut self, conversation: &ConversationKey, applied: u64) -> Option<Vec<u8>> {
+        let mark = self.marks.get_mut(conversation)?;
+        if !mark.promoted {
+            self.by_first.remove(&(mark.first, conversation.clone()));
+        }
+        if mark.latest <= applied {
+            let promoted = mark.promoted;
+            self.marks.remove(conversation);
+            return promoted.then(|| promoted_key(conversation));
+        }
+        mark.first = mark.first.max(applied + 1);
+        if !mark.promoted {
+            self.by_first.insert((mark.first, conversation.clone()));
+        }
+        None
+    }
+
+    fn add(&mut self, conversation: ConversationKey, first: u64, latest: u64) {
+        match self.marks.get_mut(&conversation) {
+            Some(mark) => mark.latest = mark.latest.max(latest),
+            None => {
+                // Events at or below the checkpoint are covered whatever a record says.
+                let first = first.max(self.checkpoint + 1);
+                self.by_first.insert((first, conversation.clone()));
+                self.marks.insert(
+                    conversation,
+                    Mark {
+                        first,
+                        latest,
+                        promoted: false,
+                    },
+                );
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+}
+
+fn record_key(first: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(RECORD);
+    key.extend_from_slice(&first.to_be_bytes());
+    key
+}
+
+fn promoted_key(conversation: &ConversationKey) -> Vec<u8> {
+    let name = conversation.to_string();
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(PROMOTED);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// `last` (8 bytes), then one `conversation \t latest` line per conversation.
+fn encode_record(last: u64, latest: &[(ConversationKey, u64, u64)]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + latest.len() * 48);
+    value.extend_from_slice(&last.to_be_bytes());
+    for (conversation, _, latest) in latest {
+        value.extend_from_slice(conversation.to_string().as_bytes());
+        value.push(b'\t');
+        value.extend_from_slice(latest.to_string().as_bytes());
+        value.push(b'\n');
+    }
+    value
+}
+
+fn decode_record(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(u64, Vec<(ConversationKey, u64)>), StorageError> {
+    let (last, lines) = value
+        .split_at_checked(8)
+        .ok_or_else(|| corrupt(key, "too short"))?;
+    let last = decode_u64(key, last)?;
+    let lines = std::str::from_utf8(lines).map_err(|e| corrupt(key, e))?;
+    let conversations = lines
+        .lines()
+        .map(|line| {
+            let (name, latest) = line
+                .split_once('\t')
+                .ok_or_else(|| corrupt(key, "a line without a tab"))?;
+            let conversation = ConversationKey::parse(name).map_err(|e| corrupt(key, e))?;
+            let latest = latest.parse().map_err(|e| corrupt(key, e))?;
+            Ok((conversation, latest))
+        })
+        .collect::<Result<_, StorageError>>()?;
+    Ok((last, conversations))
+}
+
+fn parse_conversation(key: &[u8], name: &[u8]) -> Result<ConversationKey, StorageError> {
+    let name = std::str::from_utf8(name).map_err(|e| corrupt(key, e))?;
+    ConversationKey::parse(name).map_err(|e| corrupt(key, e))
+}
+
+fn decode_u64(key: &[u8], value: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| corrupt(key, "a sequence number is 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> StorageError {
+    StorageError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}
