@@ -9,7 +9,8 @@
 //! persisted conversations, QUEUED + LIVE of them queued. CACHE_MIB (e.g. `64,16`) repeats the
 //! restart with those sled cache capacities; the default is `storage.cache_capacity_bytes`.
 //!
-//! Every RSS is read after `malloc_trim`, so that memory the allocator keeps for reuse does not
+//! Every RSS is read after the allocator returned its free memory (`mi_collect`, or `malloc_trim`
+//! with `--no-default-features`), so that memory it keeps for reuse does not
 //! count as held. The phases run in child processes:
 //! 1. create: the conversations, classified by the default settings' routing table (no
 //!    router), then passivated, then LIVE live actors on top;
@@ -44,10 +45,7 @@ use serde_json::value::RawValue;
 const LIMIT: Duration = Duration::from_secs(3_600);
 
 fn rss_mib() -> f64 {
-    // SAFETY: malloc_trim only returns free heap memory to the OS.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    release_free_memory();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -59,6 +57,25 @@ fn rss_mib() -> f64 {
 
 /// Bytes the allocator has handed out and not got back (RSS minus this is free memory it
 /// keeps, or fragmentation).
+/// Hands the allocator's free memory back to the OS before RSS is read, so that memory kept
+/// for reuse does not count as used.
+fn release_free_memory() {
+    #[cfg(feature = "mimalloc")]
+    {
+        extern "C" {
+            // In every mimalloc build; the Rust crate declares it only with `extended`.
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mi_collect only frees memory mimalloc holds and no one uses.
+        unsafe { mi_collect(true) }
+    }
+    // SAFETY: malloc_trim only returns free heap memory to the OS.
+    #[cfg(not(feature = "mimalloc"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Only glibc's counters are read: NaN under mimalloc (the default feature).
 fn heap_in_use_mib() -> f64 {
     if cfg!(feature = "mimalloc") {
