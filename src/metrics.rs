@@ -244,6 +244,25 @@ impl Metrics {
             )
             .unwrap();
         };
+        let (uncovered, long_uncovered, checkpoint_lag) = journal.coverage();
+        gauge(
+            &mut out,
+            "linedesk_journal_uncovered_conversations",
+            "Conversations with journal events no snapshot covers yet (resumed after a crash).",
+            uncovered.to_string(),
+        );
+        gauge(
+            &mut out,
+            "linedesk_journal_long_uncovered_conversations",
+            "Of those, uncovered for over 4,096 events: each has a sled key of its own.",
+            long_uncovered.to_string(),
+        );
+        gauge(
+            &mut out,
+            "linedesk_journal_checkpoint_lag_events",
+            "Events after the stored checkpoint: what a restart looks through to resume conversations.",
+            checkpoint_lag.to_string(),
+        );
         gauge(
             &mut out,
             "linedesk_routing_restored_conversations",

@@ -311,6 +311,15 @@ impl Journal {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// For metrics: (conversations a crash would resume, of which long uncovered, events
+    /// after the stored checkpoint that a restart would look through).
+    pub fn coverage(&self) -> (usize, usize, u64) {
+        let uncovered = self.uncovered();
+        let (marked, long) = uncovered.counts();
+        let lag = self.last_seq().saturating_sub(uncovered.checkpoint());
+        (marked, long, lag)
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.inner.last_seq.load(Ordering::SeqCst)
     }

@@ -229,9 +229,15 @@ impl Uncovered {
         }
     }
 
-    #[cfg(test)]
+    /// Every event at or below it is covered by a snapshot, as last stored.
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
+    }
+
+    /// Conversations with uncovered events, and how many of them have their own `p` key.
+    pub fn counts(&self) -> (usize, usize) {
+        let own = self.marks.len() - self.by_first.len();
+        (self.marks.len(), own)
     }
 }
 

@@ -476,3 +476,32 @@ async fn health_and_unknown_routes_answer_json() {
         "method_not_allowed",
     );
 }
+
+#[actix_web::test]
+async fn metrics_show_which_conversations_a_crash_would_resume_until_snapshots_cover_them() {
+    let app = spawn_app().await;
+    let events = (0..3)
+        .map(|i| text_event(USER, &ulid(i), &format!("hello {i}")))
+        .collect();
+    assert_eq!(
+        app.post_signed(&callback(DESTINATION, events)).await.status,
+        StatusCode::OK
+    );
+    // The first message opens a conversation, a state change that is snapshotted at once; the
+    // journal stores that it is covered when it next writes or falls idle.
+    crate::helpers::eventually(
+        "the conversation's events covered and the checkpoint stored",
+        || async {
+            let metrics = app.get("/metrics").await.text;
+            metric(&metrics, "linedesk_journal_uncovered_conversations ") == 0
+                && metric(&metrics, "linedesk_journal_checkpoint_lag_events ") == 0
+        },
+    )
+    .await;
+    let metrics = app.get("/metrics").await.text;
+    assert_eq!(
+        metric(&metrics, "linedesk_journal_long_uncovered_conversations "),
+        0
+    );
+    assert_eq!(app.journal.last_seq(), 3);
+}
