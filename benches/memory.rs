@@ -13,7 +13,8 @@
 //! with `--no-default-features`), so that memory it keeps for reuse does not
 //! count as held. The phases run in child processes:
 //! 1. create: the conversations, classified by the default settings' routing table (no
-//!    router), then passivated, then LIVE live actors on top;
+//!    router), then passivated, then LIVE live actors on top; then stopped cleanly, as the
+//!    server stops (`storage.snapshot_on_stop`), or as a crash leaves it with SNAPSHOT_ON_STOP=0;
 //! 2. restart, as `Application::build` then `run_until_stopped` do it: storage open, registry
 //!    and router started (ready: the server would listen here), then the open conversations
 //!    streamed into the router (`RoutingRestore`), timed until the router holds them all;
@@ -241,6 +242,7 @@ fn create(path: &Path, cache: Option<u64>) {
     let passivated = count("PASSIVATED", 1_000_000);
     let queued = count("QUEUED", 90_000).min(passivated);
     let path = path.to_owned();
+    let db_path = path.clone();
     System::new().block_on(async move {
         let cache = cache.unwrap_or(settings().storage.cache_capacity_bytes);
         let (journal, store) = open(&path, cache);
@@ -277,6 +279,17 @@ fn create(path: &Path, cache: Option<u64>) {
         journal.flush().await.unwrap();
         System::current().stop();
     });
+    // As `linedesk serve` does after a clean stop (`storage.snapshot_on_stop`); SNAPSHOT_ON_STOP=0
+    // leaves the database as a crash would, so that the first restart replays sled's log.
+    let mut storage = settings().storage;
+    if storage.snapshot_on_stop && std::env::var("SNAPSHOT_ON_STOP").as_deref() != Ok("0") {
+        storage.path = db_path;
+        let took = storage.snapshot_now().unwrap();
+        println!(
+            "clean stop: database snapshot written in {:.2} s",
+            took.as_secs_f64()
+        );
+    }
 }
 
 /// Phases 2 and 3, in a child process each: a restart on the database, streaming (`new`) or

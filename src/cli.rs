@@ -201,7 +201,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::telemetry::init(&settings.log)?;
-    actix_web::rt::System::new().block_on(async move {
+    let storage = settings.storage.clone();
+    let served = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         // The first line on stdout: scripts and tests read the bound port from it.
         let mut stdout = std::io::stdout().lock();
@@ -210,7 +211,21 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         drop(stdout);
         tracing::info!(address = %app.address(), "listening");
         app.run_until_stopped().await
-    })
+    });
+    // The system and every database handle in it are gone now.
+    if served.is_ok() && storage.snapshot_on_stop {
+        match storage.snapshot_now() {
+            Ok(took) => tracing::info!(
+                seconds = took.as_secs_f64(),
+                "database snapshot written; the next start skips the log replay"
+            ),
+            Err(e) => tracing::warn!(
+                error.message = %e,
+                "could not write the database snapshot at stop; the next start replays the log"
+            ),
+        }
+    }
+    served
 }
 
 pub fn print_accounts(settings: &Settings, out: &mut impl Write) -> std::io::Result<()> {

@@ -358,6 +358,8 @@ pub struct StorageSettings {
     pub durability: Durability,
     pub cache_capacity_bytes: u64,
     pub flush_every_ms: u64,
+    /// Reopen the database after a clean stop so that the next start need not replay the log.
+    pub snapshot_on_stop: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -37,6 +37,29 @@ pub enum StorageError {
 }
 
 impl StorageSettings {
+    /// Opens the database once more and closes it: sled 0.34 replays its log since its last
+    /// snapshot and writes a new one only when it opens, so doing it at a clean stop saves the
+    /// next start that replay. Call once every handle of the server's is gone. A handle a sled
+    /// thread is still dropping is waited for, briefly.
+    pub fn snapshot_now(&self) -> Result<std::time::Duration, StorageError> {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self.open() {
+                Ok(db) => {
+                    drop(db);
+                    return Ok(started.elapsed());
+                }
+                Err(e) if attempt < 40 => {
+                    attempt += 1;
+                    tracing::debug!(error.message = %e, "the database is still held; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Opens (or creates) the database these settings describe.
     pub fn open(&self) -> Result<sled::Db, StorageError> {
         sled::Config::new()

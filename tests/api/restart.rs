@@ -305,3 +305,37 @@ async fn after_a_restart_webhooks_are_answered_before_routing_is_restored_and_ag
         "1"
     );
 }
+
+/// The newest of sled's page-table snapshots in a data folder (`snap.<lsn>`).
+fn newest_sled_snapshot(data: &std::path::Path) -> Option<String> {
+    std::fs::read_dir(data.join("db"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("snap."))
+        .max()
+}
+
+#[actix_web::test]
+async fn a_clean_stop_leaves_a_database_snapshot_so_the_next_start_does_not_replay_the_log() {
+    for on_stop in ["true", "false"] {
+        let data = tempfile::tempdir().unwrap();
+        let env = [("LINEDESK__STORAGE__SNAPSHOT_ON_STOP", on_stop)];
+        let server = ServerProcess::start(data.path(), &env);
+        for n in 0..20 {
+            assert_eq!(post(&server.address, vec![event(n)]).await, StatusCode::OK);
+        }
+        let while_running = newest_sled_snapshot(data.path());
+        assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+        let after_stop = newest_sled_snapshot(data.path());
+        if on_stop == "true" {
+            assert!(
+                after_stop > while_running,
+                "a snapshot past the run's writes: {while_running:?} → {after_stop:?}"
+            );
+        } else {
+            assert_eq!(after_stop, while_running, "switched off: none written");
+        }
+        let journal = ServerProcess::journal_of(data.path());
+        assert_eq!(stored_ids(&stored_events(&journal)).len(), 20);
+    }
+}
