@@ -39,8 +39,9 @@ pub enum StorageError {
 impl StorageSettings {
     /// Opens the database once more and closes it: sled 0.34 replays its log since its last
     /// snapshot and writes a new one only when it opens, so doing it at a clean stop saves the
-    /// next start that replay. Call once every handle of the server's is gone. A handle a sled
-    /// thread is still dropping is waited for, briefly.
+    /// next start that replay. Call once every handle of the server's is gone. A handle still
+    /// being dropped (an arbiter thread winding down, a sled I/O thread) is waited for, up to
+    /// 10 s.
     pub fn snapshot_now(&self) -> Result<std::time::Duration, StorageError> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
@@ -50,7 +51,7 @@ impl StorageSettings {
                     drop(db);
                     return Ok(started.elapsed());
                 }
-                Err(e) if attempt < 40 => {
+                Err(e) if attempt < 200 => {
                     attempt += 1;
                     tracing::debug!(error.message = %e, "the database is still held; retrying");
                     std::thread::sleep(std::time::Duration::from_millis(50));
