@@ -202,7 +202,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::telemetry::init(&settings.log)?;
     let storage = settings.storage.clone();
-    let served = actix_web::rt::System::new().block_on(async move {
+    let system = actix_web::rt::System::new();
+    let served = system.block_on(async move {
         let app = Application::build(settings).await?;
         // The first line on stdout: scripts and tests read the bound port from it.
         let mut stdout = std::io::stdout().lock();
@@ -210,9 +211,15 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         stdout.flush()?;
         drop(stdout);
         tracing::info!(address = %app.address(), "listening");
-        app.run_until_stopped().await
+        let stopped = app.run_until_stopped().await;
+        actix_web::rt::System::current().stop();
+        stopped
     });
-    // The system and every database handle in it are gone now.
+    // Lets the system stop its arbiters: the conversation actors' threads, which hold database
+    // handles until they end.
+    if let Err(e) = system.run() {
+        tracing::warn!(error.message = %e, "the actor system did not stop cleanly");
+    }
     if served.is_ok() && storage.snapshot_on_stop {
         match storage.snapshot_now() {
             Ok(took) => tracing::info!(

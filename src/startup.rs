@@ -5,8 +5,9 @@
 //!
 //! Shutdown order, on SIGINT/SIGTERM or `ServerHandle::stop`: stop accepting connections; let
 //! in-flight requests finish (each one commits its own events) within
-//! `server.shutdown_timeout_ms`; snapshot every live conversation; then flush sled so that
-//! nothing acknowledged waits in memory.
+//! `server.shutdown_timeout_ms`; snapshot every live conversation and store the journal's
+//! checkpoint; then flush sled so that nothing acknowledged waits in memory. (`linedesk serve`
+//! then reopens the database once: `storage.snapshot_on_stop`.)
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -148,6 +149,9 @@ impl Application {
                 .configure(routes::configure)
         })
         .shutdown_timeout(settings.server.shutdown_timeout().as_secs().max(1))
+        // actix-server stops the whole actix System on a signal, and with it the conversation
+        // actors, before they can be snapshotted: `run_until_stopped` handles signals itself.
+        .disable_signals()
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
@@ -202,6 +206,7 @@ impl Application {
     /// Serves until a signal or `ServerHandle::stop`, then flushes storage. Routing is restored
     /// in the background meanwhile.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        actix_web::rt::spawn(stop_on_signal(self.server.handle()));
         if let Some(restore) = self.restore.take() {
             actix_web::rt::spawn(async move {
                 if let Err(e) = restore.run().await {
@@ -416,4 +421,29 @@ fn start_outbound(
         attachments: Some(attachments.recipient()),
     };
     Ok((handles, links))
+}
+
+/// SIGINT or SIGTERM stops the HTTP server gracefully, and only it: the actors keep running until
+/// `run_until_stopped` has snapshotted them.
+async fn stop_on_signal(server: ServerHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for SIGTERM and SIGINT; stop the server another way");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received; stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    server.stop(true).await;
 }

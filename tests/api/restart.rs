@@ -337,5 +337,9 @@ async fn a_clean_stop_leaves_a_database_snapshot_so_the_next_start_does_not_repl
         }
         let journal = ServerProcess::journal_of(data.path());
         assert_eq!(stored_ids(&stored_events(&journal)).len(), 20);
+        // Each chat's later messages changed no state, so only the stop's snapshots cover them:
+        // the conversations were still running when the signal came, and nothing is left to
+        // resume.
+        assert_eq!(journal.pending_conversations(), []);
     }
 }
