@@ -95,8 +95,16 @@ impl Desk {
             .collect()
     }
 
-    /// Every request LINE would have seen passed its schema and token checks.
-    fn assert_line_accepted_everything(&self) {
+    /// Every request LINE would have seen passed its schema and token checks. A request still
+    /// in flight (recorded, not yet answered) is waited for, not taken for a refusal.
+    async fn assert_line_accepted_everything(&self) {
+        crate::helpers::eventually("every request to LINE answered", || async {
+            self.line
+                .requests()
+                .iter()
+                .all(|r| r.status.is_some() || r.fault.is_some())
+        })
+        .await;
         for request in self.line.requests() {
             if request.fault.is_some() {
                 continue;
@@ -195,7 +203,7 @@ async fn a_fresh_reply_token_answers_for_free_and_later_messages_are_pushed_with
         .unwrap();
     assert_eq!(greeting["delivery"]["status"], "sent_reply");
     assert_eq!(greeting["author"]["type"], "system");
-    desk.assert_line_accepted_everything();
+    desk.assert_line_accepted_everything().await;
 }
 
 #[actix_web::test]
@@ -240,7 +248,7 @@ async fn expired_used_and_redelivered_reply_tokens_fall_back_to_push() {
     let status = desk.line.send_webhook("demo", vec![event]).await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(desk.deliveries_to(&user, 1).await[0].via, Via::Push);
-    desk.assert_line_accepted_everything();
+    desk.assert_line_accepted_everything().await;
 }
 
 /// A conversation of `user` assigned to the agent; returns its id.
@@ -354,7 +362,7 @@ async fn long_text_is_split_and_more_than_five_messages_go_in_several_requests()
     for text in pushes.iter().flat_map(texts) {
         assert!(text.encode_utf16().count() <= 5_000);
     }
-    desk.assert_line_accepted_everything();
+    desk.assert_line_accepted_everything().await;
 }
 
 #[actix_web::test]
@@ -392,7 +400,7 @@ async fn stickers_locations_and_quick_replies_reach_line_in_its_shapes() {
         .await;
     let error = alice.expect("error").await;
     assert_eq!(error["code"], "bad_content", "{error}");
-    desk.assert_line_accepted_everything();
+    desk.assert_line_accepted_everything().await;
 }
 
 #[actix_web::test]
@@ -460,7 +468,7 @@ async fn a_profile_is_fetched_once_and_its_language_picks_the_automated_messages
             .count()
     };
     assert_eq!(asked(), 1);
-    desk.assert_line_accepted_everything();
+    desk.assert_line_accepted_everything().await;
 }
 
 #[actix_web::test]
@@ -509,7 +517,7 @@ async fn automated_messages_fire_on_each_trigger_in_the_customers_language() {
             "このお問い合わせは終了しました。",
         ]
     );
-    desk.assert_line_accepted_everything();
+    desk.assert_line_accepted_everything().await;
 }
 
 /// An image event from `user`, with LINE hosting the bytes under `message_id`.
