@@ -1015,8 +1015,11 @@ async fn sends_to_line_keep_under_the_accounts_rate_limit() {
         .collect();
     at.sort_unstable();
     assert_eq!(at.len(), users.len());
+    // The limiter releases them 200 ms apart; they are timed on arrival, so a request held up
+    // on its way (a loaded machine) narrows the gap after it by that much. Without the limit
+    // all four arrive within a few milliseconds.
     for pair in at.windows(2) {
-        // 200 ms apart at 5/s; a loaded machine only spaces them further.
-        assert!(pair[1] - pair[0] >= 180, "pushes at {at:?}");
+        assert!(pair[1] - pair[0] >= 100, "pushes at {at:?}");
     }
+    assert!(at[at.len() - 1] - at[0] >= 500, "pushes at {at:?}");
 }
