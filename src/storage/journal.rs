@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::uncovered::Uncovered;
-use super::{GroupCommit, StorageError};
+use super::{corrupt, decode_seq, GroupCommit, StorageError};
 use crate::settings::Durability;
 
 /// Written into every record so that a later release can read (and upgrade) older ones.
@@ -527,20 +527,6 @@ fn dedup_key(account: &AccountId, webhook_event_id: &str) -> Vec<u8> {
 
 fn decode_event((key, value): (sled::IVec, sled::IVec)) -> Result<StoredEvent, StorageError> {
     serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))
-}
-
-fn decode_seq(key: &[u8], value: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = value
-        .try_into()
-        .map_err(|_| corrupt(key, "a sequence number is 8 bytes"))?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-fn corrupt(key: &[u8], reason: impl ToString) -> StorageError {
-    StorageError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
 }
 
 #[cfg(test)]

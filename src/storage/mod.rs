@@ -74,3 +74,18 @@ impl StorageSettings {
             })
     }
 }
+
+/// A stored sequence number: 8 bytes, big-endian.
+fn decode_seq(key: &[u8], value: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| corrupt(key, "a sequence number is 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> StorageError {
+    StorageError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use linedesk_actors::domain::ConversationKey;
 
-use super::StorageError;
+use super::{corrupt, decode_seq, StorageError};
 
 pub(super) const RECORD: u8 = b'r';
 pub(super) const PROMOTED: u8 = b'p';
@@ -83,12 +83,12 @@ impl Uncovered {
             promote_after,
         };
         if let Some(v) = tree.get(CHECKPOINT)? {
-            this.checkpoint = decode_u64(CHECKPOINT, &v)?;
+            this.checkpoint = decode_seq(CHECKPOINT, &v)?;
         }
         for entry in tree.scan_prefix([PROMOTED]) {
             let (key, value) = entry?;
             let conversation = parse_conversation(&key, &key[1..])?;
-            let latest = decode_u64(&key, &value)?;
+            let latest = decode_seq(&key, &value)?;
             this.marks.insert(
                 conversation,
                 Mark {
@@ -100,7 +100,7 @@ impl Uncovered {
         }
         for entry in tree.scan_prefix([RECORD]) {
             let (key, value) = entry?;
-            let first = decode_u64(&key, key.get(1..).unwrap_or_default())?;
+            let first = decode_seq(&key, key.get(1..).unwrap_or_default())?;
             let (last, conversations) = decode_record(&key, &value)?;
             this.records.push_back((first, last));
             for (conversation, latest) in conversations {
@@ -276,7 +276,7 @@ fn decode_record(
     let (last, lines) = value
         .split_at_checked(8)
         .ok_or_else(|| corrupt(key, "too short"))?;
-    let last = decode_u64(key, last)?;
+    let last = decode_seq(key, last)?;
     let lines = std::str::from_utf8(lines).map_err(|e| corrupt(key, e))?;
     let conversations = lines
         .lines()
@@ -295,18 +295,4 @@ fn decode_record(
 fn parse_conversation(key: &[u8], name: &[u8]) -> Result<ConversationKey, StorageError> {
     let name = std::str::from_utf8(name).map_err(|e| corrupt(key, e))?;
     ConversationKey::parse(name).map_err(|e| corrupt(key, e))
-}
-
-fn decode_u64(key: &[u8], value: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = value
-        .try_into()
-        .map_err(|_| corrupt(key, "a sequence number is 8 bytes"))?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-fn corrupt(key: &[u8], reason: impl ToString) -> StorageError {
-    StorageError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
 }
