@@ -151,6 +151,7 @@ fn fake_line(settings: Settings, args: FakeLineArgs) -> anyhow::Result<()> {
     let config = args.config(&settings)?;
     crate::telemetry::init(&settings.log)?;
     actix_web::rt::System::new().block_on(async move {
+        let signals = crate::signals::StopSignals::listen();
         let fake = FakeLine::start(config).context("cannot start the fake LINE platform")?;
         // The first line on stdout, as for `serve`: scripts and tests read the port from it.
         let mut stdout = std::io::stdout().lock();
@@ -175,28 +176,13 @@ fn fake_line(settings: Settings, args: FakeLineArgs) -> anyhow::Result<()> {
                 );
             });
         }
-        shutdown_signal().await?;
+        if !signals.received().await {
+            // Nothing to wait for; serve until the process is killed.
+            std::future::pending::<()>().await;
+        }
         fake.stop().await;
         Ok(())
     })
-}
-
-/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot watch SIGINT")?,
-            _ = terminate.recv() => {}
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
-    }
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod routes;
 pub mod settings;
+pub mod signals;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

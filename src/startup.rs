@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{AttachmentFetcher, DispatchSettings, Dispatcher, ProfileFetcher};
 use crate::routes::{self, AppState, OutboundHandles};
 use crate::settings::Settings;
+use crate::signals::StopSignals;
 use crate::storage::{ContentStore, Journal, SledContacts, SledConversationStore, SledOutbox};
 use actix::{Actor, Addr, Recipient};
 use linedesk_actors::agent::{Agent, AgentEvent};
@@ -46,6 +47,7 @@ pub struct Application {
     metrics: Arc<Metrics>,
     /// Started by `run_until_stopped` unless a test took it to drive it itself.
     restore: Option<RoutingRestore>,
+    stop_signals: StopSignals,
 }
 
 impl Application {
@@ -126,6 +128,9 @@ impl Application {
             metrics.clone(),
         );
 
+        // Before the listener exists: a SIGTERM sent as soon as the address is printed must stop
+        // the server gracefully, not kill it with the default disposition.
+        let stop_signals = StopSignals::listen();
         let bind = settings.server.bind_addr()?;
         let listener =
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
@@ -172,6 +177,7 @@ impl Application {
             registry,
             metrics,
             restore: Some(restore),
+            stop_signals,
         })
     }
 
@@ -206,7 +212,15 @@ impl Application {
     /// Serves until a signal or `ServerHandle::stop`, then flushes storage. Routing is restored
     /// in the background meanwhile.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
-        actix_web::rt::spawn(stop_on_signal(self.server.handle()));
+        // A signal stops the HTTP server gracefully, and only it: the actors keep running until
+        // they are snapshotted below.
+        let signals = std::mem::replace(&mut self.stop_signals, StopSignals::None);
+        let server = self.server.handle();
+        actix_web::rt::spawn(async move {
+            if signals.received().await {
+                server.stop(true).await;
+            }
+        });
         if let Some(restore) = self.restore.take() {
             actix_web::rt::spawn(async move {
                 if let Err(e) = restore.run().await {
@@ -421,29 +435,4 @@ fn start_outbound(
         attachments: Some(attachments.recipient()),
     };
     Ok((handles, links))
-}
-
-/// SIGINT or SIGTERM stops the HTTP server gracefully, and only it: the actors keep running until
-/// `run_until_stopped` has snapshotted them.
-async fn stop_on_signal(server: ServerHandle) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot listen for SIGTERM and SIGINT; stop the server another way");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
-            _ = int.recv() => tracing::info!("SIGINT received; stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    server.stop(true).await;
 }

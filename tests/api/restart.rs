@@ -48,6 +48,16 @@ async fn the_server_prints_its_address_first_and_stops_cleanly_on_sigterm() {
 }
 
 #[actix_web::test]
+async fn a_sigterm_as_soon_as_the_address_is_printed_stops_gracefully() {
+    // The signal handlers exist before the address line: a supervisor may stop the server at once.
+    for _ in 0..3 {
+        let data = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(data.path(), &[]);
+        assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+    }
+}
+
+#[actix_web::test]
 async fn a_restart_after_sigint_finds_every_event_and_keeps_deduplicating() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), &[]);
