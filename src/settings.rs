@@ -360,6 +360,8 @@ pub struct StorageSettings {
     pub flush_every_ms: u64,
     /// Reopen the database after a clean stop so that the next start need not replay the log.
     pub snapshot_on_stop: bool,
+    /// Keep a chat's raw journal events after its conversations closed.
+    pub keep_journal_after_close: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -62,6 +62,9 @@ impl Application {
         let journal = Journal::open(db.clone(), settings.storage.durability)
             .context("cannot read the journal")?;
         let conversations = SledConversationStore::open(&db, journal.clone())
+            .map(|store| {
+                store.keeping_journal_after_close(settings.storage.keep_journal_after_close)
+            })
             .context("cannot open the conversation store")?;
         // Start order: the router first (agents and conversations report to it), then the
         // agents, then the conversation registry; finally the router learns both.

@@ -9,7 +9,8 @@
 //! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
 //!   read at start-up to rebuild routing (queues and agents' loads)
 //!
-//! A snapshot and its index entries are written in one batch. Journal events are read from the
+//! A snapshot and its index entries are written in one batch. A snapshot with no conversation
+//! open drops the chat's journal events it covers (unless `storage.keep_journal_after_close`). Journal events are read from the
 //! [`Journal`] and decoded with the LINE types.
 
 use linedesk_actors::conversation::{
@@ -113,6 +114,8 @@ pub struct ListPage {
 pub struct SledConversationStore {
     tree: sled::Tree,
     journal: Journal,
+    /// `storage.keep_journal_after_close`.
+    keep_journal_after_close: bool,
 }
 
 impl SledConversationStore {
@@ -120,7 +123,14 @@ impl SledConversationStore {
         Ok(Self {
             tree: db.open_tree(TREE)?,
             journal,
+            keep_journal_after_close: false,
         })
+    }
+
+    /// Keeps a chat's journal events after its conversations closed (the default drops them).
+    pub fn keeping_journal_after_close(mut self, keep: bool) -> Self {
+        self.keep_journal_after_close = keep;
+        self
     }
 
     /// An archived conversation.
@@ -306,6 +316,13 @@ impl ConversationStore for SledConversationStore {
             }
         }
         self.tree.apply_batch(batch).map_err(sled_error)?;
+        if state.current.is_none() && !self.keep_journal_after_close {
+            // Written after the snapshot in sled's one log: a crash between the two keeps the
+            // events, never loses them uncovered.
+            self.journal
+                .drop_events_through(key, state.applied_seq)
+                .map_err(|e| StoreError(e.to_string()))?;
+        }
         self.journal
             .clear_pending(key, state.applied_seq)
             .map_err(|e| StoreError(e.to_string()))

@@ -11,7 +11,8 @@
 //! - `m` `seq`                                → the last sequence number handed out
 //!
 //! Sequence numbers are global and increase with every stored event, so ordering within a
-//! conversation is the order of its keys.
+//! conversation is the order of its keys. A chat's events are dropped once none of its
+//! conversations is open (`storage.keep_journal_after_close`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -268,6 +269,29 @@ impl Journal {
             .tree
             .scan_prefix([EVENT])
             .map(|entry| decode_event(entry?))
+    }
+
+    /// Removes the stored events of `conversation` up to `through`: once its conversations are
+    /// closed, their archives and the chat's snapshot hold what the events said, and the
+    /// journal stops growing with every chat ever served. The redelivery checks stay.
+    pub fn drop_events_through(
+        &self,
+        conversation: &ConversationKey,
+        through: u64,
+    ) -> Result<usize, StorageError> {
+        let conversation = conversation.to_string();
+        let start = event_key(&conversation, 0);
+        let end = event_key(&conversation, through);
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0;
+        for key in self.inner.tree.range(start..=end).keys() {
+            batch.remove(key?);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.inner.tree.apply_batch(batch)?;
+        }
+        Ok(dropped)
     }
 
     /// Whether the event with this `webhookEventId` has been stored for `account`.
@@ -668,6 +692,30 @@ mod tests {
             journal.pending_conversations(),
             [(key("Ua"), 3), (key("Ub"), 2)]
         );
+    }
+
+    #[actix_web::test]
+    async fn dropping_a_chats_events_keeps_later_ones_other_chats_and_redelivery_checks() {
+        let (_dir, journal) = journal();
+        let batch = vec![
+            event("E1", "Ua", "a1"),
+            event("E2", "Uab", "ab1"),
+            event("E3", "Ua", "a2"),
+            event("E4", "Ua", "a3"),
+        ];
+        journal.append(&demo(), batch, 1).await.unwrap();
+
+        assert_eq!(journal.drop_events_through(&key("Ua"), 3).unwrap(), 2);
+
+        let left: Vec<u64> = journal.all_events().map(|e| e.unwrap().seq).collect();
+        assert_eq!(left, [4, 2], "a3, and the chat whose key starts alike");
+        assert!(journal.contains(&demo(), "E1").unwrap());
+        let again = journal
+            .append(&demo(), vec![event("E1", "Ua", "a1")], 2)
+            .await
+            .unwrap();
+        assert_eq!(again.duplicates, 1, "still recognised as a redelivery");
+        assert_eq!(journal.drop_events_through(&key("Ua"), 3).unwrap(), 0);
     }
 
     #[actix_web::test]

@@ -487,6 +487,64 @@ async fn the_queued_timer_closes_an_unanswered_conversation_and_a_new_message_op
     assert_eq!(closed.body["items"][0]["id"], id);
 }
 
+fn journal_ids(app: &TestApp, user: &str) -> Vec<String> {
+    let events = app.stored_events();
+    let mine: Vec<_> = events
+        .into_iter()
+        .filter(|e| e.conversation.source.chat_id() == Some(user))
+        .collect();
+    crate::helpers::stored_ids(&mine)
+}
+
+#[actix_web::test]
+async fn a_closed_conversation_leaves_the_journal_and_keeps_its_transcript_and_redelivery_check() {
+    for keep in [false, true] {
+        let app = spawn_app_with(|s| {
+            s.conversation.queued_timeout_ms = 300;
+            s.conversation.timer_resolution_ms = 50;
+            s.storage.keep_journal_after_close = keep;
+        })
+        .await;
+        let u = user(13);
+        let first = [event_id(1), event_id(2)];
+        post(
+            &app,
+            vec![
+                text_event(&u, &first[0], "hello"),
+                text_event(&u, &first[1], "anyone?"),
+            ],
+        )
+        .await;
+        let id = conversation_id(&u, 1);
+        assert_eq!(journal_ids(&app, &u), first, "stored while open");
+        eventually("closed by the queued timer", || async {
+            detail(&app, &id).await["status"] == "closed"
+        })
+        .await;
+        if keep {
+            assert_eq!(journal_ids(&app, &u), first, "kept after close");
+        } else {
+            eventually(
+                "the closed conversation's events left the journal",
+                || async { journal_ids(&app, &u).is_empty() },
+            )
+            .await;
+        }
+        assert_eq!(previews(&detail(&app, &id).await), ["hello", "anyone?"]);
+
+        // A redelivery is still recognised: it opens no second conversation.
+        let mut again = text_event(&u, &first[1], "anyone?");
+        again["deliveryContext"]["isRedelivery"] = json!(true);
+        post(&app, vec![again]).await;
+        post(&app, vec![text_event(&u, &event_id(3), "back")]).await;
+        let next = detail(&app, &conversation_id(&u, 2)).await;
+        assert_eq!(previews(&next), ["back"], "keep = {keep}");
+        let mut expected: Vec<String> = if keep { first.to_vec() } else { vec![] };
+        expected.push(event_id(3));
+        assert_eq!(journal_ids(&app, &u), expected);
+    }
+}
+
 #[actix_web::test]
 async fn active_waiting_and_wrap_up_timers_move_their_states() {
     let app = spawn_app_with(|s| {
