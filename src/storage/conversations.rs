@@ -8,11 +8,16 @@
 //! - `k` chat-key                  → that chat's current deadline (to move its `t` entry)
 //! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
 //!   read at start-up to rebuild routing (queues and agents' loads)
+//! - `x` chat `\0` number(be u32) index(be u32) → one [`TranscriptEntry`] of the open
+//!   conversation, JSON. The snapshot (format 2) leaves the transcript out, so a save writes only
+//!   the entries that changed, not the whole of a conversation open for days. Dropped when
+//!   the conversation closes: its archive holds them.
 //!
 //! A snapshot and its index entries are written in one batch. A snapshot with no conversation
 //! open drops the chat's journal events it covers (unless `storage.keep_journal_after_close`). Journal events are read from the
 //! [`Journal`] and decoded with the LINE types.
 
+use linedesk_actors::conversation::state::{Transcript, TranscriptEntry};
 use linedesk_actors::conversation::{
     ConversationRecord, ConversationState, ConversationStore, Status, StoreError,
 };
@@ -31,6 +36,7 @@ const INDEX: u8 = b'i';
 const TIMER: u8 = b't';
 const DEADLINE: u8 = b'k';
 const OPEN: u8 = b'o';
+const TRANSCRIPT: u8 = b'x';
 
 /// Archive record format written by this release.
 pub const ARCHIVE_FORMAT_VERSION: u16 = 1;
@@ -125,6 +131,40 @@ impl SledConversationStore {
             journal,
             keep_journal_after_close: false,
         })
+    }
+
+    /// The saved transcript of an open conversation.
+    fn transcript(&self, id: &ConversationId) -> Result<Transcript, StoreError> {
+        let start = transcript_key(id, 0);
+        let end = transcript_key(id, u32::MAX as usize);
+        let entries = self
+            .tree
+            .range(start..=end)
+            .values()
+            .map(|value| decode::<TranscriptEntry>(&value.map_err(sled_error)?, "transcript entry"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Transcript::saved(entries))
+    }
+
+    /// Removes the transcript entries of the chat's conversations other than number `keep`.
+    fn drop_transcripts(
+        &self,
+        chat: &ConversationKey,
+        keep: Option<u32>,
+        batch: &mut sled::Batch,
+    ) -> Result<(), StoreError> {
+        let prefix = transcript_chat_prefix(chat);
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            let key = key.map_err(sled_error)?;
+            let number = key
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes);
+            if number.is_none() || number != keep {
+                batch.remove(key);
+            }
+        }
+        Ok(())
     }
 
     /// Keeps a chat's journal events after its conversations closed (the default drops them).
@@ -261,12 +301,19 @@ impl ConversationStore for SledConversationStore {
         let Some(bytes) = self.tree.get(snapshot_key(key)).map_err(sled_error)? else {
             return Ok(None);
         };
-        let state: ConversationState = decode(&bytes, "conversation snapshot")?;
+        let mut state: ConversationState = decode(&bytes, "conversation snapshot")?;
         if state.v > linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION {
             return Err(StoreError(format!(
                 "snapshot of {key} has format {} from a newer linedesk",
                 state.v
             )));
+        }
+        // Format 1 held the transcript inline: it stays, unsaved, until the next save writes it
+        // apart.
+        if state.v >= 2 {
+            if let Some(conversation) = &mut state.current {
+                conversation.transcript = self.transcript(&conversation.id)?;
+            }
         }
         // A stored snapshot covers its events: a conversation resumed after a restart whose
         // snapshot was saved just before the crash is not marked uncovered for ever.
@@ -287,15 +334,37 @@ impl ConversationStore for SledConversationStore {
             .collect()
     }
 
-    fn save(&self, state: &ConversationState) -> Result<(), StoreError> {
-        let key = &state.key;
+    fn save(&self, state: &mut ConversationState) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(snapshot_key(key), encode(state));
-        if let Some(conversation) = &state.current {
-            let summary = encode(&ConversationSummary::of(conversation));
-            batch.insert(open_key(&conversation.id), summary.clone());
-            batch.insert(index_key(&conversation.id), summary);
-        }
+        state.v = linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION;
+        let snapshot = match &mut state.current {
+            Some(conversation) => {
+                let summary = encode(&ConversationSummary::of(conversation));
+                batch.insert(open_key(&conversation.id), summary.clone());
+                batch.insert(index_key(&conversation.id), summary);
+                let (from, changed) = conversation.transcript.changed();
+                if from == 0 {
+                    // A new conversation (or a format 1 snapshot): no entries of an earlier one
+                    // may stay behind.
+                    self.drop_transcripts(&state.key, Some(conversation.id.number), &mut batch)?;
+                }
+                for (index, entry) in (from..).zip(changed) {
+                    batch.insert(transcript_key(&conversation.id, index), encode(entry));
+                }
+                let transcript = std::mem::take(&mut conversation.transcript);
+                let snapshot = encode(&*state);
+                if let Some(conversation) = &mut state.current {
+                    conversation.transcript = transcript;
+                }
+                snapshot
+            }
+            None => {
+                self.drop_transcripts(&state.key, None, &mut batch)?;
+                encode(&*state)
+            }
+        };
+        let key = &state.key;
+        batch.insert(snapshot_key(key), snapshot);
         let old_deadline = self
             .tree
             .get(deadline_key(key))
@@ -316,6 +385,9 @@ impl ConversationStore for SledConversationStore {
             }
         }
         self.tree.apply_batch(batch).map_err(sled_error)?;
+        if let Some(conversation) = &mut state.current {
+            conversation.transcript.mark_saved();
+        }
         if state.current.is_none() && !self.keep_journal_after_close {
             // Written after the snapshot in sled's one log: a crash between the two keeps the
             // events, never loses them uncovered.
@@ -353,7 +425,7 @@ impl ConversationStore for SledConversationStore {
         let Some(mut conversation) = self.archived(id)? else {
             return Ok(());
         };
-        for entry in &mut conversation.transcript {
+        for entry in conversation.transcript.iter_mut() {
             if entry.message_id.as_deref() == Some(message_id) {
                 entry.content = None;
                 entry.unsent = true;
@@ -414,6 +486,21 @@ fn chat_prefix(key: &ConversationKey) -> Vec<u8> {
     [&[INDEX][..], chat.as_bytes()].concat()
 }
 
+/// `x` + chat + `\0`: the transcript entries of every conversation of a chat.
+fn transcript_chat_prefix(key: &ConversationKey) -> Vec<u8> {
+    let mut k = chat_prefix(key);
+    k[0] = TRANSCRIPT;
+    k.push(0);
+    k
+}
+
+fn transcript_key(id: &ConversationId, index: usize) -> Vec<u8> {
+    let mut k = transcript_chat_prefix(&id.key);
+    k.extend_from_slice(&id.number.to_be_bytes());
+    k.extend_from_slice(&(index.min(u32::MAX as usize) as u32).to_be_bytes());
+    k
+}
+
 fn index_key(id: &ConversationId) -> Vec<u8> {
     let mut k = chat_prefix(&id.key);
     k.push(0);
@@ -439,4 +526,160 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
 
 fn sled_error(e: sled::Error) -> StoreError {
     StoreError(format!("database: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use linedesk_actors::conversation::{ConversationSettings, Effect};
+    use linedesk_actors::domain::{Content, Inbound};
+
+    use super::*;
+    use crate::settings::Durability;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn store() -> (tempfile::TempDir, SledConversationStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+        (dir, SledConversationStore::open(&db, journal).unwrap())
+    }
+
+    fn settings() -> ConversationSettings {
+        ConversationSettings {
+            queued_timeout: Duration::from_secs(1),
+            active_timeout: Duration::from_secs(1),
+            waiting_timeout: Duration::from_secs(1),
+            wrap_up_hold: Duration::from_secs(1),
+            wrap_up_timeout: Duration::from_secs(1),
+            keep_same_agent: true,
+            bot_first: false,
+        }
+    }
+
+    fn key() -> ConversationKey {
+        ConversationKey::new(
+            AccountId::parse("demo").unwrap(),
+            LineSource::user("Ucustomer").unwrap(),
+        )
+    }
+
+    fn text(seq: u64, text: &str) -> Inbound {
+        Inbound {
+            seq,
+            webhook_event_id: format!("E{seq}"),
+            at_ms: T0 + seq as i64,
+            received_at_ms: T0 + seq as i64,
+            sender: Some("Ucustomer".into()),
+            reply_token: None,
+            redelivery: false,
+            kind: InboundKind::Message {
+                message_id: format!("m{seq}"),
+                content: Content::Text { text: text.into() },
+                quote_token: None,
+            },
+        }
+    }
+
+    fn previews(state: &ConversationState) -> Vec<String> {
+        let transcript = &state.current.as_ref().unwrap().transcript;
+        transcript.iter().map(|e| e.preview()).collect()
+    }
+
+    fn transcript_keys(store: &SledConversationStore) -> usize {
+        store.tree.scan_prefix([TRANSCRIPT]).count()
+    }
+
+    #[test]
+    fn a_save_writes_the_changed_entries_apart_and_a_load_gets_them_all_back() {
+        let (_dir, store) = store();
+        let mut state = ConversationState::new(key());
+        for seq in 1..=3 {
+            state.apply(&text(seq, &format!("message {seq}")), &settings());
+        }
+        store.save(&mut state).unwrap();
+        let snapshot = store.tree.get(snapshot_key(&key())).unwrap().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&snapshot).contains("message 1"),
+            "the snapshot leaves the transcript out"
+        );
+        assert_eq!(transcript_keys(&store), 3);
+        let current = state.current.as_ref().unwrap();
+        assert_eq!(current.transcript.changed().0, 3, "all saved");
+
+        state.apply(&text(4, "message 4"), &settings());
+        assert_eq!(state.current.as_ref().unwrap().transcript.changed().0, 3);
+        store.save(&mut state).unwrap();
+        let mut loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(loaded, state);
+        assert_eq!(previews(&loaded)[3], "message 4");
+
+        // A change to an old entry is saved too.
+        let unsend = Inbound {
+            kind: InboundKind::Unsend {
+                message_id: "m2".into(),
+            },
+            ..text(5, "")
+        };
+        loaded.apply(&unsend, &settings());
+        store.save(&mut loaded).unwrap();
+        let again = store.load(&key()).unwrap().unwrap();
+        let entry = &again.current.as_ref().unwrap().transcript[1];
+        assert!(entry.unsent && entry.content.is_none());
+        assert_eq!(transcript_keys(&store), 4);
+    }
+
+    #[test]
+    fn a_format_1_snapshot_is_read_with_its_inline_transcript_and_written_apart_next() {
+        let (_dir, store) = store();
+        let mut state = ConversationState::new(key());
+        state.apply(&text(1, "from an older release"), &settings());
+        let mut old = serde_json::to_value(&state).unwrap();
+        old["v"] = 1.into();
+        store
+            .tree
+            .insert(snapshot_key(&key()), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+
+        let mut loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(previews(&loaded), ["from an older release"]);
+        store.save(&mut loaded).unwrap();
+        assert_eq!(transcript_keys(&store), 1);
+        let again = store.load(&key()).unwrap().unwrap();
+        assert_eq!(previews(&again), ["from an older release"]);
+        assert_eq!(again.v, 2);
+    }
+
+    #[test]
+    fn a_closed_conversations_entries_leave_and_its_archive_keeps_them() {
+        let (_dir, store) = store();
+        let mut state = ConversationState::new(key());
+        state.apply(&text(1, "hello"), &settings());
+        state.apply(&text(2, "anyone?"), &settings());
+        store.save(&mut state).unwrap();
+        assert_eq!(transcript_keys(&store), 2);
+
+        let effects = state.tick(T0 + 60_000, &settings());
+        let archived = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Archive(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("the queued timer closes it");
+        store.archive(&archived).unwrap();
+        store.save(&mut state).unwrap();
+        assert_eq!(transcript_keys(&store), 0);
+        let kept = store.archived(&archived.id).unwrap().unwrap();
+        assert_eq!(kept.transcript.len(), 2);
+
+        // The chat's next conversation starts its own entries.
+        state.apply(&text(3, "back again"), &settings());
+        store.save(&mut state).unwrap();
+        assert_eq!(transcript_keys(&store), 1);
+        let loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(previews(&loaded), ["back again"]);
+    }
 }

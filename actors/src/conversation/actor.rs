@@ -220,7 +220,7 @@ impl Conversation {
         if self.passivated {
             return Ok(());
         }
-        let state = self.state.as_ref().ok_or(ConversationError::NotReady)?;
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
         self.env.store.save(state)?;
         self.unsaved = 0;
         Ok(())

@@ -56,7 +56,7 @@ impl ConversationStore for MemoryStore {
             .collect())
     }
 
-    fn save(&self, state: &ConversationState) -> Result<(), StoreError> {
+    fn save(&self, state: &mut ConversationState) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap();
         if inner
             .pending
@@ -84,7 +84,7 @@ impl ConversationStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap();
         if let Some(c) = inner.archive.get_mut(id) {
-            for entry in &mut c.transcript {
+            for entry in c.transcript.iter_mut() {
                 if entry.message_id.as_deref() == Some(message_id) {
                     entry.content = None;
                     entry.unsent = true;

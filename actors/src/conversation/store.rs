@@ -22,8 +22,9 @@ pub trait ConversationStore: Send + Sync + 'static {
         after_seq: u64,
     ) -> Result<Vec<Inbound>, StoreError>;
     /// Writes a snapshot; also keeps the listing and timer indexes current and forgets the
-    /// chat's pending mark when the snapshot covers its journal.
-    fn save(&self, state: &ConversationState) -> Result<(), StoreError>;
+    /// chat's pending mark when the snapshot covers its journal. `&mut`: a store that keeps the
+    /// open conversation's transcript apart marks what it saved ([`super::state::Transcript`]).
+    fn save(&self, state: &mut ConversationState) -> Result<(), StoreError>;
     /// Stores a closed conversation for good. Idempotent: replay may archive it again.
     fn archive(&self, conversation: &Conversation) -> Result<(), StoreError>;
     /// Hides an unsent message in an archived conversation.

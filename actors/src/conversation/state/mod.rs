@@ -18,7 +18,13 @@ use crate::domain::{
 };
 
 /// Snapshot format written by this release; older formats are upgraded on load.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+///
+/// 2: the sled store keeps the open conversation's transcript under keys of its own; a version 1
+/// snapshot holds it inline and is read as before.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+
+mod transcript;
+pub use transcript::Transcript;
 
 /// How long each state may last, and the routing switches the state machine needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +224,7 @@ pub struct Conversation {
     #[serde(default)]
     pub routing: Option<RoutingInfo>,
     pub transitions: Vec<Transition>,
-    pub transcript: Vec<TranscriptEntry>,
+    pub transcript: Transcript,
     /// The monitoring and recording notice went out before the first agent message.
     #[serde(default)]
     pub consent_sent: bool,
@@ -568,7 +574,7 @@ impl ConversationState {
                 at_ms: at,
                 cause: Cause::CustomerMessage,
             }],
-            transcript: Vec::new(),
+            transcript: Transcript::default(),
             consent_sent: false,
         };
         if settings.bot_first {
@@ -601,8 +607,7 @@ impl ConversationState {
     fn unsend(&mut self, message_id: &str, effects: &mut Vec<Effect>) {
         let found = self.current.as_mut().and_then(|c| {
             c.transcript
-                .iter_mut()
-                .find(|e| e.message_id.as_deref() == Some(message_id))
+                .find_mut(|e| e.message_id.as_deref() == Some(message_id))
         });
         match found {
             Some(entry) => {
@@ -994,7 +999,7 @@ impl ConversationState {
             internal: false,
             outgoing: Some(outgoing.to_owned()),
         });
-        conversation.transcript.splice(at_index..at_index, entries);
+        conversation.transcript.insert_at(at_index, entries);
         conversation.updated_at_ms = at;
         true
     }
