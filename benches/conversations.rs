@@ -1,5 +1,6 @@
-//! Conversation actors: events per second through journal → registry → actor → snapshot, and
-//! the snapshot codec. Run: `cargo bench --bench conversations`.
+//! Conversation actors: events per second through journal → registry → actor → snapshot, the
+//! snapshot codec, and what one more message costs a save as a conversation grows. Run:
+//! `cargo bench --bench conversations`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use linedesk::line::{events, inbound};
 use linedesk::settings::Durability;
 use linedesk::storage::{IncomingEvent, Journal, SledConversationStore};
 use linedesk_actors::conversation::{
-    AskConversation, ConversationSettings, ConversationState, Question, Registry, RuntimeSettings,
+    AskConversation, ConversationSettings, ConversationState, ConversationStore, Question,
+    Registry, RuntimeSettings,
 };
 use linedesk_actors::domain::{
     AccountId, Content, ConversationKey, Inbound, InboundKind, LineSource,
@@ -93,27 +95,59 @@ fn through_actors(c: &mut Criterion) {
     group.finish();
 }
 
+fn message(seq: u64) -> Inbound {
+    Inbound {
+        seq,
+        webhook_event_id: format!("E{seq}"),
+        at_ms: 1,
+        received_at_ms: 1,
+        sender: Some("U1".into()),
+        reply_token: None,
+        redelivery: false,
+        kind: InboundKind::Message {
+            message_id: seq.to_string(),
+            content: Content::Text {
+                text: "ご注文の件で質問があります".into(),
+            },
+            quote_token: None,
+        },
+    }
+}
+
+/// One message more in a conversation already `n` messages long, and its save: a conversation
+/// open for days should not cost more per message as it grows.
+fn save_one_more_message(c: &mut Criterion) {
+    let settings = ConversationSettings::default();
+    let mut group = c.benchmark_group("save_one_more_message");
+    for n in [20u64, 200, 1_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+        let store = SledConversationStore::open(&db, journal).unwrap();
+        let mut state = ConversationState::new(key(1));
+        for seq in 1..=n {
+            state.apply(&message(seq), &settings);
+        }
+        store.save(&mut state).unwrap();
+        group.bench_function(format!("after_{n}"), |b| {
+            b.iter_batched(
+                || state.clone(),
+                |mut state| {
+                    state.apply(&message(n + 1), &settings);
+                    store.save(&mut state).unwrap();
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn snapshot_codec(c: &mut Criterion) {
     let settings = ConversationSettings::default();
     let mut state = ConversationState::new(key(1));
     for seq in 1..=20u64 {
-        let event = Inbound {
-            seq,
-            webhook_event_id: format!("E{seq}"),
-            at_ms: 1,
-            received_at_ms: 1,
-            sender: Some("U1".into()),
-            reply_token: None,
-            redelivery: false,
-            kind: InboundKind::Message {
-                message_id: seq.to_string(),
-                content: Content::Text {
-                    text: "ご注文の件で質問があります".into(),
-                },
-                quote_token: None,
-            },
-        };
-        state.apply(&event, &settings);
+        state.apply(&message(seq), &settings);
     }
     let bytes = serde_json::to_vec(&state).unwrap();
     let mut group = c.benchmark_group("snapshot_20_messages");
@@ -129,7 +163,12 @@ fn snapshot_codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, through_actors, snapshot_codec);
+criterion_group!(
+    benches,
+    through_actors,
+    snapshot_codec,
+    save_one_more_message
+);
 criterion_main!(benches);
 
 fn now_ms() -> i64 {
