@@ -72,7 +72,7 @@ impl ConversationSummary {
             id: conversation.id.clone(),
             account: key.account.clone(),
             user_id: match &key.source {
-                LineSource::User(id) => Some(id.clone()),
+                LineSource::User(id) => Some(id.to_string()),
                 _ => None,
             },
             chat: key.source.clone(),
@@ -220,7 +220,7 @@ impl SledConversationStore {
             (Some(account), Some(user)) => {
                 let mut p = chat_prefix(&ConversationKey::new(
                     account.clone(),
-                    LineSource::User(user.clone()),
+                    LineSource::User(user.as_str().into()),
                 ));
                 p.push(0);
                 p

@@ -2,6 +2,7 @@
 //! one never has to re-check it (and storage keys built from them cannot be ambiguous).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,7 @@ pub enum IdError {
     },
 }
 
-fn check(
+pub(crate) fn check(
     kind: &'static str,
     value: &str,
     max: usize,
@@ -39,27 +40,31 @@ fn check(
 }
 
 /// A configured identifier kept to lowercase letters, digits, `-` and `_`, so it is safe in
-/// URLs, storage keys and conversation ids.
+/// URLs, storage keys and conversation ids. Held as `Arc<str>`: ids are cloned into every
+/// routing offer and index key, and a clone should not allocate. Serialized as the plain string.
+///
+/// Equality and order are those of the text; clones share one allocation, so equal pointers
+/// answer without reading it (the router compares ids in every lookup and index search).
 macro_rules! slug_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             pub const MAX_LEN: usize = 64;
 
-            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+            pub fn parse(value: impl Into<String>) -> Result<Self, $crate::domain::IdError> {
                 let value = value.into();
-                check(
+                $crate::domain::ids::check(
                     $kind,
                     &value,
                     Self::MAX_LEN,
                     "lowercase letters, digits, '-' and '_'",
                     |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
                 )?;
-                Ok(Self(value))
+                Ok(Self(value.into()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -67,8 +72,38 @@ macro_rules! slug_id {
             }
         }
 
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                std::hash::Hash::hash(&self.0, state);
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if std::sync::Arc::ptr_eq(&self.0, &other.0) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.0.cmp(&other.0)
+                }
+            }
+        }
+
         impl TryFrom<String> for $name {
-            type Error = IdError;
+            type Error = $crate::domain::IdError;
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 Self::parse(value)
             }
@@ -76,17 +111,18 @@ macro_rules! slug_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> Self {
-                id.0
+                id.0.as_ref().to_owned()
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
     };
 }
+pub(crate) use slug_id;
 
 slug_id!(
     /// The id of a LINE Official Account as configured in linedesk. It appears in the callback
@@ -103,14 +139,53 @@ slug_id!(
 
 /// Where a LINE conversation happens: one-to-one with a user, or in a group or a room. Group and
 /// room chats are conversations of their own; the sender of each message is kept on the message.
+/// The ids are `Arc<str>` so that cloning a conversation id does not allocate. The serde form
+/// is that of `LineSourceWire`, which has the `String`s these once were.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "type", content = "id", rename_all = "lowercase")]
+#[serde(from = "LineSourceWire", into = "LineSourceWire")]
 pub enum LineSource {
+    User(Arc<str>),
+    Group(Arc<str>),
+    Room(Arc<str>),
+    /// Events without a chat (module and delivery events) belong to the account itself.
+    Channel,
+}
+
+/// `LineSource` as stored and sent: `{"type":"user","id":"U…"}`, `{"type":"channel"}`.
+#[derive(Serialize, Deserialize)]
+#[serde(
+    rename = "LineSource",
+    tag = "type",
+    content = "id",
+    rename_all = "lowercase"
+)]
+enum LineSourceWire {
     User(String),
     Group(String),
     Room(String),
-    /// Events without a chat (module and delivery events) belong to the account itself.
     Channel,
+}
+
+impl From<LineSourceWire> for LineSource {
+    fn from(wire: LineSourceWire) -> Self {
+        match wire {
+            LineSourceWire::User(id) => Self::User(id.into()),
+            LineSourceWire::Group(id) => Self::Group(id.into()),
+            LineSourceWire::Room(id) => Self::Room(id.into()),
+            LineSourceWire::Channel => Self::Channel,
+        }
+    }
+}
+
+impl From<LineSource> for LineSourceWire {
+    fn from(source: LineSource) -> Self {
+        match source {
+            LineSource::User(id) => Self::User(id.as_ref().to_owned()),
+            LineSource::Group(id) => Self::Group(id.as_ref().to_owned()),
+            LineSource::Room(id) => Self::Room(id.as_ref().to_owned()),
+            LineSource::Channel => Self::Channel,
+        }
+    }
 }
 
 impl LineSource {
@@ -118,7 +193,7 @@ impl LineSource {
     /// so that a format change at LINE does not drop events.
     const MAX_LEN: usize = 128;
 
-    fn checked(kind: &'static str, id: String) -> Result<String, IdError> {
+    fn checked(kind: &'static str, id: String) -> Result<Arc<str>, IdError> {
         check(
             kind,
             &id,
@@ -126,7 +201,7 @@ impl LineSource {
             "printable ASCII without '/', '.' or spaces",
             |b| b.is_ascii_graphic() && b != b'/' && b != b'.',
         )?;
-        Ok(id)
+        Ok(id.into())
     }
 
     pub fn user(id: impl Into<String>) -> Result<Self, IdError> {
@@ -250,9 +325,9 @@ impl From<ConversationId> for String {
 impl fmt::Display for ConversationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, id) = match &self.key.source {
-            LineSource::User(id) => ("user", id.as_str()),
-            LineSource::Group(id) => ("group", id.as_str()),
-            LineSource::Room(id) => ("room", id.as_str()),
+            LineSource::User(id) => ("user", &**id),
+            LineSource::Group(id) => ("group", &**id),
+            LineSource::Room(id) => ("room", &**id),
             LineSource::Channel => ("channel", "-"),
         };
         write!(f, "{}.{kind}.{id}.{}", self.key.account, self.number)
@@ -301,6 +376,52 @@ mod tests {
         assert!(ConversationId::parse("demo.user.U4af4980629").is_err());
         assert!(ConversationId::parse("demo.bot.U1.1").is_err());
         assert!(ConversationId::parse("demo.user.U1.x").is_err());
+    }
+
+    /// `LineSource` as it was derived when its ids were `String`s: stored snapshots hold this.
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "type", content = "id", rename_all = "lowercase")]
+    enum StringLineSource {
+        User(String),
+        Group(String),
+        Room(String),
+        Channel,
+    }
+
+    #[test]
+    fn ids_serialize_as_they_did_when_they_were_strings() {
+        let sources = [
+            (
+                LineSource::user("U4af4").unwrap(),
+                StringLineSource::User("U4af4".into()),
+            ),
+            (
+                LineSource::group("Ca56").unwrap(),
+                StringLineSource::Group("Ca56".into()),
+            ),
+            (
+                LineSource::room("Ra8d").unwrap(),
+                StringLineSource::Room("Ra8d".into()),
+            ),
+            (LineSource::Channel, StringLineSource::Channel),
+        ];
+        for (source, old) in sources {
+            let old = serde_json::to_string(&old).unwrap();
+            assert_eq!(serde_json::to_string(&source).unwrap(), old);
+            assert_eq!(serde_json::from_str::<LineSource>(&old).unwrap(), source);
+        }
+        let key = ConversationKey::parse("demo/user/U4af4").unwrap();
+        let json = r#"{"account":"demo","source":{"type":"user","id":"U4af4"}}"#;
+        assert_eq!(serde_json::to_string(&key).unwrap(), json);
+        assert_eq!(serde_json::from_str::<ConversationKey>(json).unwrap(), key);
+        let agent = AgentId::parse("agent-1").unwrap();
+        assert_eq!(serde_json::to_string(&agent).unwrap(), r#""agent-1""#);
+        assert_eq!(
+            serde_json::from_str::<AgentId>(r#""agent-1""#).unwrap(),
+            agent
+        );
+        assert!(serde_json::from_str::<AgentId>(r#""Agent""#).is_err());
+        assert!(serde_json::from_str::<LineSource>(r#"{"type":"user"}"#).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Domain identifiers and the inbound event model shared by the actors and the server.
 
-mod ids;
+pub(crate) mod ids;
 mod inbound;
 mod outgoing;
 

@@ -35,6 +35,8 @@
 //!   robin. The first conversation with a requirement set builds its index; when no conversation
 //!   needs it any more it stays in a small cache (32 indexes) and is dropped after that. So an
 //!   agent is maintained only in the indexes that waiting conversations use.
+//! - Group members and rank keys are stored in reverse (`ServingSet`): both are taken out at
+//!   the front and mostly put in at the back, which the std B-tree makes cheap only that way.
 //! - Index moves are deferred: a load or presence change marks the agent, and `next_offer` (the
 //!   only reader) first moves the marked agents. Offer, accept and release of one agent between
 //!   two decisions then cost one move instead of three.
@@ -66,14 +68,15 @@
 //! - `upsert_agent` and `remove_agent` are O(Q · (R + log n)) plus the agent's holdings.
 //! - [`RouterState::position`] is O(G + k): G groups in the queue, k conversations ahead.
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AgentId, ConversationId, IdError};
+use crate::domain::{AgentId, ConversationId};
 
 #[cfg(test)]
 mod tests;
@@ -92,61 +95,12 @@ pub const MAX_PROFICIENCY: u8 = 10;
 /// maintained forever.
 const MAX_IDLE_SKILL_INDEXES: usize = 32;
 
-/// A queue's id, as configured. Appears in settings, APIs and logs, so it is kept to the same
-/// URL- and key-safe characters as the other ids.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct QueueId(String);
-
-impl QueueId {
-    pub const MAX_LEN: usize = 64;
-
-    /// Accepts 1 to 64 lowercase letters, digits, '-' and '_'.
-    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
-        let value = value.into();
-        let kind = "queue id";
-        if value.is_empty() {
-            return Err(IdError::Empty { kind });
-        }
-        if value.len() > Self::MAX_LEN {
-            return Err(IdError::TooLong {
-                kind,
-                max: Self::MAX_LEN,
-            });
-        }
-        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
-        if !value.bytes().all(ok) {
-            return Err(IdError::BadCharacter {
-                kind,
-                allowed: "lowercase letters, digits, '-' and '_'",
-            });
-        }
-        Ok(Self(value))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for QueueId {
-    type Error = IdError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(value)
-    }
-}
-
-impl From<QueueId> for String {
-    fn from(id: QueueId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for QueueId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::domain::ids::slug_id!(
+    /// A queue's id, as configured. Appears in settings, APIs and logs, so it is kept to the
+    /// same URL- and key-safe characters as the other ids.
+    QueueId,
+    "queue id"
+);
 
 /// An agent's presence. Only `Available` agents receive offers. Agents choose their presence;
 /// the router reports `Busy` on its own for an `Available` agent whose capacity is used up
@@ -387,11 +341,39 @@ impl Hasher for FxHasher {
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// An agent as it appears in index keys: ordered by id, with its slot for a direct lookup.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// The id is behind a thin `Arc` to keep index keys at 32 bytes (a fat `AgentId` would make them
+/// 40, and the indexes are searched on every decision); it is read only to order agents of
+/// equal rank and to skip agents that declined.
+#[derive(Debug, Clone)]
 struct AgentRef {
     id: Arc<AgentId>,
     slot: Slot,
 }
+
+impl Ord for AgentRef {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // A key found again is a clone of the same `Arc`: no need to read the id.
+        if Arc::ptr_eq(&self.id, &other.id) {
+            self.slot.cmp(&other.slot)
+        } else {
+            (&self.id, self.slot).cmp(&(&other.id, other.slot))
+        }
+    }
+}
+
+impl PartialOrd for AgentRef {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for AgentRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for AgentRef {}
 
 /// An agent's place in a queue's index; smaller is offered first.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -402,13 +384,44 @@ struct RankKey {
 
 /// A waiting conversation's place in its queue; smaller is served first. Carries its record so
 /// that serving it needs no hash lookup (ids are unique, so `record` never decides the order).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone)]
 struct ConvKey {
     priority: i32,
     since_ms: i64,
     id: ConvRef,
     record: RecordId,
 }
+
+impl Ord for ConvKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.priority, self.since_ms)
+            .cmp(&(other.priority, other.since_ms))
+            .then_with(|| {
+                // Every search for a key ends comparing it with itself: a clone of the same
+                // `Arc`, equal without reading the id (which may not be in cache).
+                if Arc::ptr_eq(&self.id, &other.id) {
+                    Ordering::Equal
+                } else {
+                    self.id.cmp(&other.id)
+                }
+            })
+            .then(self.record.cmp(&other.record))
+    }
+}
+
+impl PartialOrd for ConvKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for ConvKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for ConvKey {}
 
 /// How an agent's skills fit a requirement set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -534,6 +547,75 @@ impl<T: Copy + Default, const N: usize> ShortList<T, N> {
     }
 }
 
+/// A sorted set read from its smallest key, stored reversed. Indexes mostly take keys out at
+/// the front (the conversation served, the agent offered) and put them in at the back (the
+/// newest conversation, the agent just assigned). The std B-tree searches each node from its
+/// smallest key, so an insert at the back compared with every key on its path: most of the
+/// instructions and cache misses of a decision. Reversed, that insert stops at the first key
+/// of each node, and the front is taken with `pop_last`, which compares nothing.
+#[derive(Debug)]
+struct ServingSet<K>(BTreeSet<Reverse<K>>);
+
+impl<K> Default for ServingSet<K> {
+    fn default() -> Self {
+        Self(BTreeSet::new())
+    }
+}
+
+impl<K: Ord + Clone> ServingSet<K> {
+    fn first(&self) -> Option<&K> {
+        self.0.last().map(|key| &key.0)
+    }
+
+    /// In ascending order.
+    fn iter(&self) -> impl Iterator<Item = &K> {
+        self.0.iter().rev().map(|key| &key.0)
+    }
+
+    fn insert(&mut self, key: K) -> bool {
+        self.0.insert(Reverse(key))
+    }
+
+    fn remove(&mut self, key: &K) -> bool {
+        if self.first() == Some(key) {
+            self.0.pop_last();
+            return true;
+        }
+        self.0.remove(&Reverse(key.clone()))
+    }
+
+    /// How many keys are smaller than `key`.
+    fn count_below(&self, key: &K) -> usize {
+        let key = Reverse(key.clone());
+        self.0
+            .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+            .count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(test)]
+impl<K: Ord + Clone> ServingSet<K> {
+    fn contains(&self, key: &K) -> bool {
+        self.0.contains(&Reverse(key.clone()))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn to_set(&self) -> BTreeSet<K> {
+        self.iter().cloned().collect()
+    }
+}
+
 /// An agent's membership of one queue.
 #[derive(Debug, Clone, Copy, Default)]
 struct Membership {
@@ -557,6 +639,8 @@ struct SkillLink {
 /// needed only on changes and for class 2 ranking, is boxed out of the way.
 #[derive(Debug)]
 struct AgentEntry {
+    /// The id offers carry, cloned from here without a trip through `agent.id`'s `Arc`.
+    id: AgentId,
     agent: AgentRef,
     capacity: u32,
     assigned: u32,
@@ -612,15 +696,15 @@ impl AgentEntry {
 /// The offerable agents of one queue that meet one requirement set.
 #[derive(Debug, Default)]
 struct SkillIndex {
-    exact: BTreeSet<RankKey>,
-    over: BTreeSet<RankKey>,
+    exact: ServingSet<RankKey>,
+    over: ServingSet<RankKey>,
     /// Groups of waiting conversations using this index; 0 means it sits in the idle cache.
     groups: usize,
     idle_stamp: Option<u64>,
 }
 
 impl SkillIndex {
-    fn set_mut(&mut self, over: bool) -> &mut BTreeSet<RankKey> {
+    fn set_mut(&mut self, over: bool) -> &mut ServingSet<RankKey> {
         if over {
             &mut self.over
         } else {
@@ -654,7 +738,7 @@ struct Group {
     units: u32,
     /// False for a declined conversation's own group.
     shared: bool,
-    members: BTreeSet<ConvKey>,
+    members: ServingSet<ConvKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,8 +792,9 @@ pub struct RouterState {
     queue_order: Vec<usize>,
     agents: Vec<Option<AgentEntry>>,
     free_slots: Vec<Slot>,
-    /// Keyed by the same `Arc` as the indexes, so comparing keys reads memory already in cache.
-    agent_slots: FxMap<Arc<AgentId>, Slot>,
+    /// Keyed by clones of `AgentEntry::id`: an id given back from an offer shares the key's
+    /// text, so comparing them reads no other memory.
+    agent_slots: FxMap<AgentId, Slot>,
     /// Interned requirement sets.
     requirements: Vec<Skills>,
     requirement_ids: FxMap<Skills, ReqId>,
@@ -813,10 +898,11 @@ impl RouterState {
             }
             None => {
                 let slot = self.free_slots.pop().unwrap_or(self.agents.len());
-                let id = Arc::new(spec.id.clone());
+                let id = spec.id.clone();
                 let entry = AgentEntry {
+                    id: id.clone(),
                     agent: AgentRef {
-                        id: id.clone(),
+                        id: Arc::new(id.clone()),
                         slot,
                     },
                     capacity: spec.capacity,
@@ -948,14 +1034,24 @@ impl RouterState {
             .get(&waiting.queue)
             .ok_or_else(|| RouterError::UnknownQueue(waiting.queue.clone()))?;
         validate_skills(&waiting.required_skills)?;
-        if let Some(&rid) = self.conversations.get(&waiting.conversation) {
-            return match self.record(rid).place {
-                Place::Waiting(_) => Ok(()),
-                Place::Offered(slot) | Place::Assigned(slot) => Err(RouterError::AlreadyHeld {
-                    conversation: waiting.conversation,
-                    agent: self.agent_id(slot),
-                }),
-            };
+        let id = Arc::new(waiting.conversation);
+        // One hash lookup both finds a known conversation and files a new one, under the
+        // record id `add_record` is about to use.
+        let rid = self.next_record_id();
+        match self.conversations.entry(id.clone()) {
+            Entry::Occupied(known) => {
+                let known = *known.get();
+                return match self.record(known).place {
+                    Place::Waiting(_) => Ok(()),
+                    Place::Offered(slot) | Place::Assigned(slot) => Err(RouterError::AlreadyHeld {
+                        conversation: (*id).clone(),
+                        agent: self.agent_id(slot),
+                    }),
+                };
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(rid);
+            }
         }
         let queued = Queued {
             queue: qs,
@@ -963,14 +1059,15 @@ impl RouterState {
             priority: waiting.priority,
             since_ms: waiting.since_ms,
         };
-        let rid = self.add_record(Record {
-            id: Arc::new(waiting.conversation),
+        let added = self.add_record(Record {
+            id,
             queued: Some(queued),
             units: waiting.units,
             // Replaced just below, once the group is known.
             place: Place::Waiting(0),
             excluded: Vec::new(),
         });
+        debug_assert_eq!(added, rid);
         let group = self.insert_waiting(rid, true);
         self.record_mut(rid).place = Place::Waiting(group);
         Ok(())
@@ -1006,7 +1103,7 @@ impl RouterState {
         if let Some(m) = agent.membership_mut(qs) {
             m.rotation = rotation;
         }
-        let agent = (*agent.agent.id).clone();
+        let agent = agent.id.clone();
         self.touch(slot);
         Some(Offer {
             conversation: (*key.id).clone(),
@@ -1077,19 +1174,21 @@ impl RouterState {
         agent: &AgentId,
     ) -> Result<(), RouterError> {
         let slot = self.slot_of(agent)?;
-        let rid = self
+        let not_held = || RouterError::NotHeld {
+            conversation: conversation.clone(),
+            agent: agent.clone(),
+        };
+        // Taken out of the map at once (one hash lookup) and put back if the agent does not
+        // hold it.
+        let (id, rid) = self
             .conversations
-            .get(conversation)
-            .copied()
-            .filter(|&rid| {
-                matches!(self.record(rid).place,
-                    Place::Offered(s) | Place::Assigned(s) if s == slot)
-            })
-            .ok_or_else(|| RouterError::NotHeld {
-                conversation: conversation.clone(),
-                agent: agent.clone(),
-            })?;
-        let record = self.remove_record(rid);
+            .remove_entry(conversation)
+            .ok_or_else(not_held)?;
+        if !matches!(self.record(rid).place, Place::Offered(s) | Place::Assigned(s) if s == slot) {
+            self.conversations.insert(id, rid);
+            return Err(not_held());
+        }
+        let record = self.take_record(rid);
         let entry = live_mut(&mut self.agents, slot);
         match record.place {
             Place::Offered(_) => entry.offered -= record.units,
@@ -1128,13 +1227,15 @@ impl RouterState {
                 free,
             });
         }
+        let id = Arc::new(conversation.clone());
         let rid = self.add_record(Record {
-            id: Arc::new(conversation.clone()),
+            id: id.clone(),
             queued: None,
             units,
             place: Place::Assigned(slot),
             excluded: Vec::new(),
         });
+        self.conversations.insert(id, rid);
         let entry = live_mut(&mut self.agents, slot);
         entry.assigned += units;
         entry.holdings.push(rid);
@@ -1176,7 +1277,7 @@ impl RouterState {
             .iter()
             .take_while(|(head, _)| *head < key)
             .filter_map(|&(_, group)| self.groups[group].as_ref())
-            .map(|group| group.members.range(..&key).count())
+            .map(|group| group.members.count_below(&key))
             .sum();
         Some(ahead + 1)
     }
@@ -1211,7 +1312,7 @@ impl RouterState {
     }
 
     fn agent_id(&self, slot: Slot) -> AgentId {
-        (*self.live(slot).agent.id).clone()
+        self.live(slot).id.clone()
     }
 
     fn slot_of(&self, agent: &AgentId) -> Result<Slot, RouterError> {
@@ -1232,9 +1333,17 @@ impl RouterState {
         self.records[rid].as_mut().unwrap()
     }
 
+    /// The id `add_record` gives the next record.
+    fn next_record_id(&self) -> RecordId {
+        self.free_records
+            .last()
+            .copied()
+            .unwrap_or(self.records.len())
+    }
+
+    /// Stores a record under `next_record_id`; the caller files it in `conversations`.
     fn add_record(&mut self, record: Record) -> RecordId {
-        let id = record.id.clone();
-        let rid = match self.free_records.pop() {
+        match self.free_records.pop() {
             Some(rid) => {
                 self.records[rid] = Some(record);
                 rid
@@ -1243,16 +1352,20 @@ impl RouterState {
                 self.records.push(Some(record));
                 self.records.len() - 1
             }
-        };
-        self.conversations.insert(id, rid);
-        rid
+        }
     }
 
     /// Forgets a record; the caller has taken it out of its group or its agent's holdings.
     fn remove_record(&mut self, rid: RecordId) -> Record {
+        let record = self.take_record(rid);
+        self.conversations.remove(&record.id);
+        record
+    }
+
+    /// `remove_record` for a record whose id the caller already took out of `conversations`.
+    fn take_record(&mut self, rid: RecordId) -> Record {
         // unwrap: as in `record`.
         let record = self.records[rid].take().unwrap();
-        self.conversations.remove(&record.id);
         self.free_records.push(rid);
         record
     }
@@ -1437,7 +1550,7 @@ impl RouterState {
                     req,
                     units,
                     shared,
-                    members: BTreeSet::new(),
+                    members: ServingSet::default(),
                 };
                 let id = match self.free_groups.pop() {
                     Some(id) => {
@@ -1639,13 +1752,13 @@ impl RouterState {
     /// The first agent of `set` (in rank order) with enough free units that did not decline.
     fn first_eligible<'a>(
         &self,
-        set: &'a BTreeSet<RankKey>,
+        set: &'a ServingSet<RankKey>,
         assignment: Assignment,
         units: u32,
         excluded: &[AgentId],
     ) -> Option<&'a RankKey> {
-        for key in set {
-            if excluded.iter().any(|agent| agent == &*key.agent.id) {
+        for key in set.iter() {
+            if excluded.contains(&*key.agent.id) {
                 continue;
             }
             // Indexed agents have at least one unit free, so most checks need not look.
@@ -1676,7 +1789,7 @@ impl RouterState {
             let Some(rank) = agent.rank_in(qs) else {
                 continue;
             };
-            if agent.free() < units || excluded.contains(&agent.agent.id) {
+            if agent.free() < units || excluded.contains(&agent.id) {
                 continue;
             }
             let Class::Under(short) = classify(&agent.spec.skills, required) else {

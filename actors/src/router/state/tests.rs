@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::domain::IdError;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -101,6 +102,9 @@ fn queue_ids_are_url_and_key_safe() {
     let parsed: QueueId = serde_json::from_str("\"vip\"").unwrap();
     assert_eq!(parsed, queue("vip"));
     assert!(serde_json::from_str::<QueueId>("\"V I P\"").is_err());
+    // Separately parsed (no shared allocation), ids still compare and order by their text.
+    assert_eq!(queue("vip"), QueueId::parse(String::from("vip")).unwrap());
+    assert!(queue("a") < queue("b") && queue("ab") > queue("a"));
 }
 
 #[test]
@@ -1001,6 +1005,32 @@ impl Rng {
     }
 }
 
+#[test]
+fn a_serving_set_behaves_as_an_ascending_set() {
+    let mut rng = Rng(11);
+    let mut set = ServingSet::default();
+    let mut model = BTreeSet::new();
+    for _ in 0..2_000 {
+        let key = rng.below(300);
+        if rng.chance(55) {
+            assert_eq!(set.insert(key), model.insert(key));
+        } else {
+            // Half of the removals take the first key, the path `remove` shortcuts.
+            let key = match model.first() {
+                Some(&first) if rng.chance(50) => first,
+                _ => key,
+            };
+            assert_eq!(set.remove(&key), model.remove(&key));
+        }
+        assert_eq!(set.first(), model.first());
+        assert_eq!(set.count_below(&key), model.range(..key).count());
+    }
+    assert_eq!(
+        set.iter().copied().collect::<Vec<_>>(),
+        Vec::from_iter(model)
+    );
+}
+
 const SKILL_NAMES: [&str; 4] = ["thai", "english", "billing", "tech"];
 const QUEUE_NAMES: [&str; 3] = ["q0", "q1", "q2"];
 
@@ -1316,8 +1346,8 @@ fn assert_agent_indexes(state: &RouterState) {
         }
         for (r, (exact, over)) in by_req {
             let index = &queue.skills[&r];
-            assert_eq!(index.exact, exact);
-            assert_eq!(index.over, over);
+            assert_eq!(index.exact.to_set(), exact);
+            assert_eq!(index.over.to_set(), over);
         }
     }
 }
