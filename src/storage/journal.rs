@@ -752,7 +752,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let journal = Journal::open(sled::open(dir.path()).unwrap(), Durability::Os).unwrap();
+        let journal = Journal::open(crate::storage::reopen(dir.path()), Durability::Os).unwrap();
         assert_eq!(journal.last_seq(), 1);
         let outcome = journal
             .append(&demo(), vec![event("E2", "Ua", "x")], 2)
@@ -802,7 +802,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::storage::reopen(dir.path());
         let journal = Journal::open(db, Durability::Os).unwrap();
         assert_eq!(
             journal.pending_conversations(),
@@ -848,7 +848,7 @@ mod tests {
                 keys_with_prefix(&journal, b"r")
             );
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::storage::reopen(dir.path());
         let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
         // Ua's last event was covered after its batch was written, and no later batch moved
         // the checkpoint: it is resumed once more, and its snapshot then clears it.
@@ -860,7 +860,7 @@ mod tests {
         // Settling (at shutdown, or when idle) stores that without waiting for a batch.
         journal.settle().await.unwrap();
         drop(journal);
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::storage::reopen(dir.path());
         let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
         assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
         assert!(journal.uncovered().checkpoint() >= 30);

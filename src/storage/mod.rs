@@ -44,21 +44,8 @@ impl StorageSettings {
     /// 10 s.
     pub fn snapshot_now(&self) -> Result<std::time::Duration, StorageError> {
         let started = std::time::Instant::now();
-        let mut attempt = 0;
-        loop {
-            match self.open() {
-                Ok(db) => {
-                    drop(db);
-                    return Ok(started.elapsed());
-                }
-                Err(e) if attempt < 200 => {
-                    attempt += 1;
-                    tracing::debug!(error.message = %e, "the database is still held; retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        drop(once_released(|| self.open())?);
+        Ok(started.elapsed())
     }
 
     /// Opens (or creates) the database these settings describe.
@@ -73,6 +60,29 @@ impl StorageSettings {
                 source,
             })
     }
+}
+
+/// Opens a database whose last handle in this process was just dropped. sled 0.34 lets go of
+/// the folder's lock only when its last I/O thread is done, a moment after that: opening is
+/// retried for up to 10 s.
+fn once_released<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let mut attempt = 0;
+    loop {
+        match open() {
+            Err(e) if attempt < 200 => {
+                attempt += 1;
+                tracing::debug!(error.message = %e, "the database is still held; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// For tests that open a folder again in the same process.
+#[cfg(test)]
+pub(crate) fn reopen(path: &std::path::Path) -> sled::Db {
+    once_released(|| sled::open(path)).expect("the database opens again")
 }
 
 /// A stored sequence number: 8 bytes, big-endian.
