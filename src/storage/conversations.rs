@@ -2,8 +2,12 @@
 //!
 //! Tree `conversations`, one prefix per concern:
 //! - `s` chat-key                  → the chat's latest snapshot ([`ConversationState`], JSON, versioned)
-//! - `a` conversation-id           → an archived (closed) conversation, JSON, versioned
-//! - `i` chat `\0` number(be u32)  → [`ConversationSummary`] of every conversation, for listing
+//! - `i` chat `\0` number(be u32)  → every conversation, for listing: a [`ConversationSummary`]
+//!   (JSON) while it is open; once closed, the summary and the archived conversation, framed
+//!   (see [`encode_archived`]). One key per closed conversation, not two: sled 0.34 keeps
+//!   bookkeeping in memory for every page, and a node keeps every closed conversation.
+//! - `a` conversation-id           → an archived conversation, as releases before the framed `i`
+//!   entry wrote it: read, never written
 //! - `t` deadline(be u64) chat-key → a chat whose timer fires then
 //! - `k` chat-key                  → that chat's current deadline (to move its `t` entry)
 //! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
@@ -94,6 +98,51 @@ struct ArchiveRecord {
     conversation: ConversationRecord,
 }
 
+/// [`ArchiveRecord`] as written, without copying the conversation.
+#[derive(Serialize)]
+struct ArchiveRecordRef<'a> {
+    v: u16,
+    conversation: &'a ConversationRecord,
+}
+
+/// First byte of a closed conversation's `i` entry; a JSON summary starts with `{`.
+const ARCHIVED_ENTRY: u8 = 0x01;
+
+/// A closed conversation's `i` entry: [`ARCHIVED_ENTRY`], the summary's length (be u32), the
+/// summary, then the [`ArchiveRecord`]: the list reads the summary without parsing the transcript.
+fn encode_archived(conversation: &ConversationRecord) -> Vec<u8> {
+    let summary = encode(&ConversationSummary::of(conversation));
+    let record = encode(&ArchiveRecordRef {
+        v: ARCHIVE_FORMAT_VERSION,
+        conversation,
+    });
+    let mut value = Vec::with_capacity(5 + summary.len() + record.len());
+    value.push(ARCHIVED_ENTRY);
+    // The summary is a few hundred bytes: its length always fits.
+    value.extend_from_slice(&(summary.len() as u32).to_be_bytes());
+    value.extend_from_slice(&summary);
+    value.extend_from_slice(&record);
+    value
+}
+
+/// An `i` entry's two parts: the summary and, for a closed conversation, its archive record.
+fn split_entry(bytes: &[u8]) -> Result<(&[u8], Option<&[u8]>), StoreError> {
+    if bytes.first() != Some(&ARCHIVED_ENTRY) {
+        return Ok((bytes, None));
+    }
+    let framed = bytes
+        .get(1..5)
+        .and_then(|len| len.try_into().ok())
+        .map(|len| 5 + u32::from_be_bytes(len) as usize)
+        .filter(|end| *end <= bytes.len());
+    match framed {
+        Some(end) => Ok((&bytes[5..end], Some(&bytes[end..]))),
+        None => Err(StoreError(
+            "archived list entry unreadable: bad framing".into(),
+        )),
+    }
+}
+
 /// What the list endpoint asks for.
 #[derive(Debug, Default, Clone)]
 pub struct ListQuery {
@@ -175,6 +224,12 @@ impl SledConversationStore {
 
     /// An archived conversation.
     pub fn archived(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+        if let Some(entry) = self.tree.get(index_key(id)).map_err(sled_error)? {
+            if let (_, Some(record)) = split_entry(&entry)? {
+                let record: ArchiveRecord = decode(record, "archived conversation")?;
+                return Ok(Some(record.conversation));
+            }
+        }
         let Some(bytes) = self.tree.get(archive_key(id)).map_err(sled_error)? else {
             return Ok(None);
         };
@@ -244,7 +299,8 @@ impl SledConversationStore {
                 return Ok(page);
             }
             scanned += 1;
-            let summary: ConversationSummary = decode(&value, "conversation summary")?;
+            let summary: ConversationSummary =
+                decode(split_entry(&value)?.0, "conversation summary")?;
             let id = summary.id.clone();
             let wanted = query.status.is_none_or(|s| s == summary.status)
                 && query
@@ -402,17 +458,7 @@ impl ConversationStore for SledConversationStore {
 
     fn archive(&self, conversation: &ConversationRecord) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(
-            archive_key(&conversation.id),
-            encode(&ArchiveRecord {
-                v: ARCHIVE_FORMAT_VERSION,
-                conversation: conversation.clone(),
-            }),
-        );
-        batch.insert(
-            index_key(&conversation.id),
-            encode(&ConversationSummary::of(conversation)),
-        );
+        batch.insert(index_key(&conversation.id), encode_archived(conversation));
         batch.remove(open_key(&conversation.id));
         self.tree.apply_batch(batch).map_err(sled_error)
     }
@@ -431,7 +477,11 @@ impl ConversationStore for SledConversationStore {
                 entry.unsent = true;
             }
         }
-        self.archive(&conversation)
+        // An archive from an earlier release goes: it still holds the message.
+        let mut batch = sled::Batch::default();
+        batch.insert(index_key(&conversation.id), encode_archived(&conversation));
+        batch.remove(archive_key(&conversation.id));
+        self.tree.apply_batch(batch).map_err(sled_error)
     }
 
     fn pending(&self) -> Result<Vec<(ConversationKey, u64)>, StoreError> {
@@ -681,5 +731,103 @@ mod tests {
         assert_eq!(transcript_keys(&store), 1);
         let loaded = store.load(&key()).unwrap().unwrap();
         assert_eq!(previews(&loaded), ["back again"]);
+    }
+
+    fn closed_conversation(
+        store: &SledConversationStore,
+    ) -> (ConversationState, ConversationRecord) {
+        let mut state = ConversationState::new(key());
+        state.apply(&text(1, "hello"), &settings());
+        state.apply(&text(2, "anyone?"), &settings());
+        store.save(&mut state).unwrap();
+        let closed = state
+            .tick(T0 + 60_000, &settings())
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Archive(c) => Some(*c),
+                _ => None,
+            })
+            .expect("the queued timer closes it");
+        (state, closed)
+    }
+
+    fn list_all(store: &SledConversationStore) -> Vec<ConversationSummary> {
+        let query = ListQuery {
+            limit: 10,
+            scan_budget: 100,
+            ..ListQuery::default()
+        };
+        store.list(&query).unwrap().items
+    }
+
+    fn values_holding(store: &SledConversationStore, text: &str) -> usize {
+        store
+            .tree
+            .iter()
+            .values()
+            .filter(|v| String::from_utf8_lossy(&v.as_ref().unwrap()[..]).contains(text))
+            .count()
+    }
+
+    #[test]
+    fn a_closed_conversation_is_one_list_entry_holding_its_archive() {
+        let (_dir, store) = store();
+        let (mut state, closed) = closed_conversation(&store);
+        store.archive(&closed).unwrap();
+        store.save(&mut state).unwrap();
+
+        assert_eq!(store.tree.scan_prefix([ARCHIVE]).count(), 0);
+        assert_eq!(store.tree.scan_prefix([OPEN]).count(), 0);
+        assert_eq!(store.archived(&closed.id).unwrap().unwrap(), closed);
+        let listed = list_all(&store);
+        assert_eq!(listed, [ConversationSummary::of(&closed)]);
+        assert_eq!((listed[0].status, listed[0].messages), (Status::Closed, 2));
+    }
+
+    #[test]
+    fn an_archive_from_an_earlier_release_is_read_and_hiding_a_message_leaves_no_copy() {
+        let (_dir, store) = store();
+        let (mut state, closed) = closed_conversation(&store);
+        // As releases before the framed list entry stored it.
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            index_key(&closed.id),
+            encode(&ConversationSummary::of(&closed)),
+        );
+        batch.insert(
+            archive_key(&closed.id),
+            encode(&ArchiveRecordRef {
+                v: ARCHIVE_FORMAT_VERSION,
+                conversation: &closed,
+            }),
+        );
+        batch.remove(open_key(&closed.id));
+        store.tree.apply_batch(batch).unwrap();
+        store.save(&mut state).unwrap();
+
+        assert_eq!(store.archived(&closed.id).unwrap().unwrap(), closed);
+        assert_eq!(list_all(&store), [ConversationSummary::of(&closed)]);
+        assert_eq!(values_holding(&store, "anyone?"), 1);
+
+        let message_id = closed.transcript[1].message_id.clone().unwrap();
+        store
+            .hide_archived_message(&closed.id, &message_id)
+            .unwrap();
+        let hidden = store.archived(&closed.id).unwrap().unwrap();
+        assert!(hidden.transcript[1].unsent && hidden.transcript[1].content.is_none());
+        assert_eq!(store.tree.scan_prefix([ARCHIVE]).count(), 0);
+        assert_eq!(
+            values_holding(&store, "anyone?"),
+            0,
+            "no copy keeps the message"
+        );
+        assert_eq!(list_all(&store).len(), 1);
+    }
+
+    #[test]
+    fn a_list_entry_with_broken_framing_is_an_error_not_a_panic() {
+        assert!(split_entry(&[ARCHIVED_ENTRY, 0, 0]).is_err());
+        assert!(split_entry(&[ARCHIVED_ENTRY, 0, 0, 1, 0, b'{']).is_err());
+        assert_eq!(split_entry(b"{}").unwrap(), (&b"{}"[..], None));
     }
 }
