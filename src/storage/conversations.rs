@@ -9,7 +9,8 @@
 //! - `a` conversation-id           → an archived conversation, as releases before the framed `i`
 //!   entry wrote it: read, never written
 //! - `t` deadline(be u64) chat-key → a chat whose timer fires then
-//! - `k` chat-key                  → that chat's current deadline (to move its `t` entry)
+//! - `k` chat-key                  → that chat's deadline, as snapshots before format 3 kept
+//!   it: read once and removed (the snapshot now says which `t` entry to move)
 //! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
 //!   read at start-up to rebuild routing (queues and agents' loads)
 //! - `x` chat `\0` number(be u32) index(be u32) → one [`TranscriptEntry`] of the open
@@ -392,8 +393,9 @@ impl ConversationStore for SledConversationStore {
 
     fn save(&self, state: &mut ConversationState) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let format = state.v;
         state.v = linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION;
-        let snapshot = match &mut state.current {
+        match &mut state.current {
             Some(conversation) => {
                 let summary = encode(&ConversationSummary::of(conversation));
                 batch.insert(open_key(&conversation.id), summary.clone());
@@ -407,40 +409,39 @@ impl ConversationStore for SledConversationStore {
                 for (index, entry) in (from..).zip(changed) {
                     batch.insert(transcript_key(&conversation.id, index), encode(entry));
                 }
-                let transcript = std::mem::take(&mut conversation.transcript);
-                let snapshot = encode(&*state);
-                if let Some(conversation) = &mut state.current {
-                    conversation.transcript = transcript;
-                }
-                snapshot
             }
-            None => {
-                self.drop_transcripts(&state.key, None, &mut batch)?;
-                encode(&*state)
-            }
+            None => self.drop_transcripts(&state.key, None, &mut batch)?,
+        }
+        let key = state.key.clone();
+        let key = &key;
+        let old_deadline = if format < 3 {
+            // Earlier formats kept the indexed deadline under a key of its own.
+            batch.remove(deadline_key(key));
+            self.tree
+                .get(deadline_key(key))
+                .map_err(sled_error)?
+                .map(|v| decode_u64(&v))
+                .transpose()?
+        } else {
+            state.indexed_deadline_ms
         };
-        let key = &state.key;
-        batch.insert(snapshot_key(key), snapshot);
-        let old_deadline = self
-            .tree
-            .get(deadline_key(key))
-            .map_err(sled_error)?
-            .map(|v| decode_u64(&v))
-            .transpose()?;
         let new_deadline = state.deadline_ms().map(|d| d.max(0) as u64);
         if old_deadline != new_deadline {
             if let Some(old) = old_deadline {
                 batch.remove(timer_key(old, key));
             }
-            match new_deadline {
-                Some(new) => {
-                    batch.insert(timer_key(new, key), &[][..]);
-                    batch.insert(deadline_key(key), &new.to_be_bytes());
-                }
-                None => batch.remove(deadline_key(key)),
+            if let Some(new) = new_deadline {
+                batch.insert(timer_key(new, key), &[][..]);
             }
         }
-        self.tree.apply_batch(batch).map_err(sled_error)?;
+        let indexed = std::mem::replace(&mut state.indexed_deadline_ms, new_deadline);
+        batch.insert(snapshot_key(key), encode_snapshot(state));
+        if let Err(e) = self.tree.apply_batch(batch) {
+            // Nothing was written: the next save must start from what is stored.
+            state.indexed_deadline_ms = indexed;
+            state.v = format;
+            return Err(sled_error(e));
+        }
         if let Some(conversation) = &mut state.current {
             conversation.transcript.mark_saved();
         }
@@ -505,6 +506,19 @@ impl ConversationStore for SledConversationStore {
 
 fn snapshot_key(key: &ConversationKey) -> Vec<u8> {
     [&[SNAPSHOT][..], key.to_string().as_bytes()].concat()
+}
+
+/// The snapshot, without the open conversation's transcript (its entries have keys of their own).
+fn encode_snapshot(state: &mut ConversationState) -> Vec<u8> {
+    let transcript = state
+        .current
+        .as_mut()
+        .map(|c| std::mem::take(&mut c.transcript));
+    let snapshot = encode(&*state);
+    if let (Some(conversation), Some(transcript)) = (&mut state.current, transcript) {
+        conversation.transcript = transcript;
+    }
+    snapshot
 }
 
 fn deadline_key(key: &ConversationKey) -> Vec<u8> {
@@ -699,7 +713,10 @@ mod tests {
         assert_eq!(transcript_keys(&store), 1);
         let again = store.load(&key()).unwrap().unwrap();
         assert_eq!(previews(&again), ["from an older release"]);
-        assert_eq!(again.v, 2);
+        assert_eq!(
+            again.v,
+            linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION
+        );
     }
 
     #[test]
@@ -822,6 +839,46 @@ mod tests {
             "no copy keeps the message"
         );
         assert_eq!(list_all(&store).len(), 1);
+    }
+
+    #[test]
+    fn the_snapshot_says_which_timer_entry_to_move_and_a_format_2_deadline_key_is_read_once() {
+        let (_dir, store) = store();
+        let mut state = ConversationState::new(key());
+        state.apply(&text(1, "hello"), &settings());
+        let deadline = state
+            .deadline_ms()
+            .expect("a queued conversation times out");
+        store.save(&mut state).unwrap();
+        assert_eq!(store.tree.scan_prefix([TIMER]).count(), 1);
+        assert_eq!(store.tree.scan_prefix([DEADLINE]).count(), 0);
+        assert_eq!(store.due(deadline, 10).unwrap(), [key()]);
+        let mut loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(loaded.indexed_deadline_ms, Some(deadline as u64));
+
+        // As format 2 stored it: the deadline under a key of its own, none in the snapshot.
+        loaded.v = 2;
+        loaded.indexed_deadline_ms = None;
+        store
+            .tree
+            .insert(snapshot_key(&key()), encode_snapshot(&mut loaded))
+            .unwrap();
+        store
+            .tree
+            .insert(deadline_key(&key()), &(deadline as u64).to_be_bytes())
+            .unwrap();
+        let mut old = store.load(&key()).unwrap().unwrap();
+        assert_eq!((old.v, old.indexed_deadline_ms), (2, None));
+        old.tick(T0 + 60_000, &settings());
+        assert_eq!(old.deadline_ms(), None, "closed");
+        store.save(&mut old).unwrap();
+        assert_eq!(
+            store.tree.scan_prefix([TIMER]).count(),
+            0,
+            "the entry `k` named went"
+        );
+        assert_eq!(store.tree.scan_prefix([DEADLINE]).count(), 0);
+        assert!(store.due(i64::MAX / 2, 10).unwrap().is_empty());
     }
 
     #[test]

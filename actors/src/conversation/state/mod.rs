@@ -21,9 +21,20 @@ use crate::domain::{
 ///
 /// 2: the sled store keeps the open conversation's transcript under keys of its own; a version 1
 /// snapshot holds it inline and is read as before.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// 3: the snapshot carries the deadline the store indexed ([`ConversationState::indexed_deadline_ms`]);
+/// before, the sled store kept it under a key of its own.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
 
 mod transcript;
+
+/// Pushes without `Vec`'s first allocation of four slots: most conversations are short, and
+/// each live one would otherwise carry three empty transcript entries and transitions.
+pub(crate) fn push_compact<T>(items: &mut Vec<T>, item: T) {
+    if items.len() == items.capacity() && items.len() < 4 {
+        items.reserve_exact(1);
+    }
+    items.push(item);
+}
 pub use transcript::Transcript;
 
 /// How long each state may last, and the routing switches the state machine needs.
@@ -232,12 +243,15 @@ pub struct Conversation {
 
 impl Conversation {
     fn move_to(&mut self, to: Status, at_ms: i64, cause: Cause, settings: &ConversationSettings) {
-        self.transitions.push(Transition {
-            from: Some(self.status),
-            to,
-            at_ms,
-            cause,
-        });
+        push_compact(
+            &mut self.transitions,
+            Transition {
+                from: Some(self.status),
+                to,
+                at_ms,
+                cause,
+            },
+        );
         self.status = to;
         self.updated_at_ms = at_ms;
         let after = |d: Duration| Some(at_ms.saturating_add(d.as_millis() as i64));
@@ -374,6 +388,10 @@ pub struct ConversationState {
     /// The latest reply token LINE gave, until it is used (replies are free, pushes are not).
     #[serde(default)]
     pub reply_token: Option<ReplyToken>,
+    /// The deadline the store's timer index holds for this chat, as of the last save: set by
+    /// the store, so that moving the index entry needs no read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_deadline_ms: Option<u64>,
 }
 
 impl ConversationState {
@@ -387,6 +405,7 @@ impl ConversationState {
             history: Vec::new(),
             reply_token: None,
             other_events: 0,
+            indexed_deadline_ms: None,
         }
     }
 
@@ -644,7 +663,7 @@ impl ConversationState {
                     trigger: Trigger::Closed,
                 });
             }
-            self.history.push(closed.id.clone());
+            push_compact(&mut self.history, closed.id.clone());
             effects.push(Effect::Archive(Box::new(closed)));
         }
     }

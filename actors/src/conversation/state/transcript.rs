@@ -29,7 +29,7 @@ impl Transcript {
     }
 
     pub fn push(&mut self, entry: TranscriptEntry) {
-        self.entries.push(entry);
+        super::push_compact(&mut self.entries, entry);
     }
 
     /// Inserts `entries` at `at` (at most the length), moving the later ones back.
@@ -122,6 +122,18 @@ mod tests {
 
     fn changed_at(t: &Transcript) -> Vec<i64> {
         t.changed().1.iter().map(|e| e.at_ms).collect()
+    }
+
+    #[test]
+    fn a_short_transcript_holds_no_empty_slots_and_a_long_one_grows_by_doubling() {
+        let mut t = Transcript::default();
+        let capacities: Vec<usize> = (0..6)
+            .map(|n| {
+                t.push(entry(n));
+                t.entries.capacity()
+            })
+            .collect();
+        assert_eq!(capacities, [1, 2, 3, 4, 8, 8]);
     }
 
     #[test]
