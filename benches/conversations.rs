@@ -69,6 +69,7 @@ fn through_actors(c: &mut Criterion) {
                             let event = events::parse_event(raw.get()).unwrap();
                             IncomingEvent {
                                 webhook_event_id: format!("E{next_id}"),
+                                timestamp_ms: 1_700_000_000_000,
                                 conversation: key(u),
                                 inbound: Some(inbound::to_inbound("demo", &event, 0, now_ms())),
                                 raw,

@@ -25,6 +25,7 @@ fn delivery(id: u64) -> Vec<IncomingEvent> {
     .unwrap();
     vec![IncomingEvent {
         webhook_event_id: format!("E{id}"),
+        timestamp_ms: 1_700_000_000_000,
         conversation: ConversationKey::new(
             AccountId::parse("demo").unwrap(),
             LineSource::user(format!("U{user:032x}")).unwrap(),

@@ -160,6 +160,7 @@ fn events_of(n: usize, closed: bool) -> Vec<IncomingEvent> {
     );
     let mut events = vec![IncomingEvent {
         webhook_event_id: format!("E{n}"),
+        timestamp_ms: 1_700_000_000_000,
         conversation: key.clone(),
         raw: RawValue::from_string(format!(
             r#"{{"type":"message","message":{{"type":"text","id":"{n}","quoteToken":"q","text":"hello"}},"webhookEventId":"E{n}",{common}}}"#
@@ -170,6 +171,7 @@ fn events_of(n: usize, closed: bool) -> Vec<IncomingEvent> {
     if closed {
         events.push(IncomingEvent {
             webhook_event_id: format!("L{n}"),
+            timestamp_ms: 1_700_000_000_000,
             conversation: key,
             raw: RawValue::from_string(format!(
                 r#"{{"type":"leave","webhookEventId":"L{n}",{common}}}"#

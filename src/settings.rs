@@ -362,6 +362,8 @@ pub struct StorageSettings {
     pub snapshot_on_stop: bool,
     /// Keep a chat's raw journal events after its conversations closed.
     pub keep_journal_after_close: bool,
+    /// Days a redelivery check is kept, counted from the event's `timestamp`; 0 keeps them all.
+    pub redelivery_window_days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

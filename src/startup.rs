@@ -59,8 +59,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let db = settings.storage.open()?;
-        let journal = Journal::open(db.clone(), settings.storage.durability)
-            .context("cannot read the journal")?;
+        let journal = Journal::open_expiring(
+            db.clone(),
+            settings.storage.durability,
+            settings.storage.redelivery_window_days,
+        )
+        .context("cannot read the journal")?;
         let conversations = SledConversationStore::open(&db, journal.clone())
             .map(|store| {
                 store.keeping_journal_after_close(settings.storage.keep_journal_after_close)

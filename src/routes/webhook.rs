@@ -168,6 +168,7 @@ async fn receive(
                 0,
                 received_at_ms,
             )),
+            timestamp_ms: event.timestamp,
             webhook_event_id: event.webhook_event_id,
             conversation,
             raw: raw.to_owned(),

@@ -5,7 +5,8 @@
 //! Layout (one sled tree, so that one `apply_batch` writes a batch of events, their indexes
 //! and the marks of uncovered conversations atomically):
 //! - `e` conversation-key `\0` seq(be u64) → [`StoredEvent`] as JSON (the event exactly as received)
-//! - `d` account `\0` webhookEventId          → seq(be u64): the redelivery check
+//! - `w` day account `\0` webhookEventId, and `d`, `mupg`: the redelivery checks (see
+//!   [`super::redelivery`])
 //! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
 //!   restart resumes them (see [`super::uncovered`])
 //! - `m` `seq`                                → the last sequence number handed out
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
 use crate::settings::Durability;
@@ -35,12 +37,16 @@ pub const JOURNAL_FORMAT_VERSION: u16 = 1;
 
 const TREE: &str = "journal";
 const EVENT: u8 = b'e';
-const DEDUP: u8 = b'd';
 const LAST_SEQ: &[u8] = b"mseq";
 
 /// Idle this long, the writer stores how far snapshots cover the journal: a crash then
 /// resumes only conversations with events really uncovered.
 const SETTLE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often the writer removes redelivery checks past `storage.redelivery_window_days`.
+const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// After a full pass (a backlog: the window was shortened, or the server was down for days).
+const EXPIRE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most appends the writer folds into one sled batch.
 const MAX_APPENDS_PER_BATCH: usize = 512;
@@ -62,6 +68,9 @@ pub struct StoredEvent {
 #[derive(Debug)]
 pub struct IncomingEvent {
     pub webhook_event_id: String,
+    /// LINE's `timestamp`: the original event time, which a redelivery keeps. The redelivery
+    /// check is filed under its day.
+    pub timestamp_ms: i64,
     pub conversation: ConversationKey,
     pub raw: Box<RawValue>,
     /// The event as its conversation applies it (its `seq` is set when stored). Handed to the
@@ -99,6 +108,7 @@ struct Inner {
     batches: Arc<AtomicU64>,
     listener: Listener,
     uncovered: Arc<Mutex<Uncovered>>,
+    checks: Arc<RedeliveryChecks>,
 }
 
 /// Where the writer reports stored events: the conversation registry, once it is started.
@@ -125,14 +135,32 @@ impl Drop for Inner {
 }
 
 impl Journal {
+    /// Keeps every redelivery check.
     pub fn open(db: sled::Db, durability: Durability) -> Result<Self, StorageError> {
-        Self::open_with(db, durability, super::uncovered::PROMOTE_AFTER)
+        Self::open_expiring(db, durability, 0)
+    }
+
+    /// Redelivery checks of events whose `timestamp` is more than `redelivery_window_days` old
+    /// are removed (`storage.redelivery_window_days`; 0 keeps them all) by the writer: a first
+    /// pass as soon as it starts, before any append, then every minute.
+    pub fn open_expiring(
+        db: sled::Db,
+        durability: Durability,
+        redelivery_window_days: u32,
+    ) -> Result<Self, StorageError> {
+        Self::open_with(
+            db,
+            durability,
+            super::uncovered::PROMOTE_AFTER,
+            redelivery_window_days,
+        )
     }
 
     fn open_with(
         db: sled::Db,
         durability: Durability,
         promote_after: u64,
+        redelivery_window_days: u32,
     ) -> Result<Self, StorageError> {
         let tree = db.open_tree(TREE)?;
         let last_seq = match tree.get(LAST_SEQ)? {
@@ -143,6 +171,11 @@ impl Journal {
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
         let uncovered = Arc::new(Mutex::new(Uncovered::load(&tree, promote_after)?));
+        let checks = Arc::new(RedeliveryChecks::open(
+            &tree,
+            linedesk_actors::conversation::now_ms(),
+        )?);
+        checks.set_window_days(redelivery_window_days);
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             tree: tree.clone(),
@@ -150,6 +183,8 @@ impl Journal {
             batches: batches.clone(),
             listener: listener.clone(),
             uncovered: uncovered.clone(),
+            checks: checks.clone(),
+            next_expiry: std::time::Instant::now(),
         };
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -167,8 +202,15 @@ impl Journal {
                 batches,
                 listener,
                 uncovered,
+                checks,
             }),
         })
+    }
+
+    /// Removes up to 2,000 redelivery checks past the window now; the writer does it every
+    /// minute. Returns how many went.
+    pub fn expire_redelivery_checks(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.inner.checks.expire(&self.inner.tree, now_ms)
     }
 
     /// From now on every stored event is reported to `registry`, by the writer, in sequence
@@ -294,16 +336,18 @@ impl Journal {
         Ok(dropped)
     }
 
-    /// Whether the event with this `webhookEventId` has been stored for `account`.
+    /// Whether the event with this `webhookEventId` and `timestamp` has been stored for
+    /// `account` (within the redelivery window).
     pub fn contains(
         &self,
         account: &AccountId,
         webhook_event_id: &str,
+        timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
-        Ok(self
-            .inner
-            .tree
-            .contains_key(dedup_key(account, webhook_event_id))?)
+        let key = RedeliveryChecks::key(account, webhook_event_id, timestamp_ms);
+        self.inner
+            .checks
+            .seen(&self.inner.tree, &key, account, webhook_event_id)
     }
 
     /// The conversations with events not yet covered by a snapshot, with their latest
@@ -367,11 +411,14 @@ struct Writer {
     batches: Arc<AtomicU64>,
     listener: Listener,
     uncovered: Arc<Mutex<Uncovered>>,
+    checks: Arc<RedeliveryChecks>,
+    next_expiry: std::time::Instant,
 }
 
 impl Writer {
-    fn run(self, receiver: mpsc::Receiver<Append>) {
+    fn run(mut self, receiver: mpsc::Receiver<Append>) {
         loop {
+            self.expire_when_due();
             let first = match receiver.recv_timeout(SETTLE_WHEN_IDLE) {
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -409,6 +456,32 @@ impl Writer {
         }
     }
 
+    /// Between batches: a pass of at most 2,000 removals, then, if it was full, another after
+    /// [`EXPIRE_AGAIN_AFTER`] (so that appends go on meanwhile), else in a minute.
+    fn expire_when_due(&mut self) {
+        let now = std::time::Instant::now();
+        if now < self.next_expiry {
+            return;
+        }
+        self.next_expiry = now + EXPIRE_EVERY;
+        match self
+            .checks
+            .expire(&self.tree, linedesk_actors::conversation::now_ms())
+        {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "redelivery checks past the window removed");
+                }
+                if removed == EXPIRE_PER_PASS {
+                    self.next_expiry = now + EXPIRE_AGAIN_AFTER;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error.message = %e, "could not remove expired redelivery checks")
+            }
+        }
+    }
+
     /// Tells the registry, one notice per conversation, in sequence order.
     fn report(&self, stored: Vec<EventsStored>) {
         let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
@@ -441,8 +514,19 @@ impl Writer {
             let account = append.account.as_ref();
             for incoming in &mut append.events {
                 let Some(account) = account else { break };
-                let dedup_key = dedup_key(account, &incoming.webhook_event_id);
-                if seen.contains(&dedup_key) || self.tree.contains_key(&dedup_key)? {
+                let dedup_key = RedeliveryChecks::key(
+                    account,
+                    &incoming.webhook_event_id,
+                    incoming.timestamp_ms,
+                );
+                if seen.contains(&dedup_key)
+                    || self.checks.seen(
+                        &self.tree,
+                        &dedup_key,
+                        account,
+                        &incoming.webhook_event_id,
+                    )?
+                {
                     outcome.duplicates += 1;
                     continue;
                 }
@@ -540,15 +624,6 @@ fn event_key(conversation: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-fn dedup_key(account: &AccountId, webhook_event_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + account.as_str().len() + webhook_event_id.len());
-    key.push(DEDUP);
-    key.extend_from_slice(account.as_str().as_bytes());
-    key.push(0);
-    key.extend_from_slice(webhook_event_id.as_bytes());
-    key
-}
-
 fn decode_event((key, value): (sled::IVec, sled::IVec)) -> Result<StoredEvent, StorageError> {
     serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))
 }
@@ -564,6 +639,8 @@ mod tests {
         (dir, Journal::open(db, Durability::Os).unwrap())
     }
 
+    const T0: i64 = 1_764_000_000_000;
+
     fn key(user: &str) -> ConversationKey {
         ConversationKey::new(
             AccountId::parse("demo").unwrap(),
@@ -574,6 +651,7 @@ mod tests {
     fn event(id: &str, user: &str, text: &str) -> IncomingEvent {
         IncomingEvent {
             webhook_event_id: id.to_owned(),
+            timestamp_ms: T0,
             conversation: key(user),
             raw: RawValue::from_string(format!(r#"{{"text":"{text}"}}"#)).unwrap(),
             inbound: None,
@@ -687,7 +765,7 @@ mod tests {
         assert_eq!(texts, [r#"{"text":"a1"}"#, r#"{"text":"a2"}"#]);
         assert_eq!(journal.events_after(&key("Ua"), 1).count(), 1);
         assert_eq!(journal.all_events().count(), 3);
-        assert!(journal.contains(&demo(), "E2").unwrap());
+        assert!(journal.contains(&demo(), "E2", T0).unwrap());
         assert_eq!(
             journal.pending_conversations(),
             [(key("Ua"), 3), (key("Ub"), 2)]
@@ -709,13 +787,41 @@ mod tests {
 
         let left: Vec<u64> = journal.all_events().map(|e| e.unwrap().seq).collect();
         assert_eq!(left, [4, 2], "a3, and the chat whose key starts alike");
-        assert!(journal.contains(&demo(), "E1").unwrap());
+        assert!(journal.contains(&demo(), "E1", T0).unwrap());
         let again = journal
             .append(&demo(), vec![event("E1", "Ua", "a1")], 2)
             .await
             .unwrap();
         assert_eq!(again.duplicates, 1, "still recognised as a redelivery");
         assert_eq!(journal.drop_events_through(&key("Ua"), 3).unwrap(), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_redelivery_within_the_window_is_a_duplicate_and_checks_past_it_are_removed() {
+        const DAY: i64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Journal::open_expiring(sled::open(dir.path()).unwrap(), Durability::Os, 2).unwrap();
+        // Today, so that the writer's own pass (every minute) finds nothing to remove.
+        let now = linedesk_actors::conversation::now_ms();
+        let delivery = || IncomingEvent {
+            timestamp_ms: now,
+            ..event("E1", "Ua", "a1")
+        };
+        let first = journal.append(&demo(), vec![delivery()], 1).await.unwrap();
+        assert_eq!(first.stored, [1]);
+        let again = journal.append(&demo(), vec![delivery()], 2).await.unwrap();
+        assert_eq!((again.stored.len(), again.duplicates), (0, 1));
+
+        assert_eq!(journal.expire_redelivery_checks(now + DAY).unwrap(), 0);
+        assert!(journal.contains(&demo(), "E1", now).unwrap());
+        assert_eq!(journal.expire_redelivery_checks(now + 3 * DAY).unwrap(), 1);
+        assert!(!journal.contains(&demo(), "E1", now).unwrap());
+        assert_eq!(
+            journal.events_after(&key("Ua"), 0).count(),
+            1,
+            "events stay"
+        );
     }
 
     #[actix_web::test]
@@ -829,7 +935,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
+            let journal = Journal::open_with(db, Durability::Os, 8, 0).unwrap();
             journal
                 .append(&demo(), vec![event("S1", "Ustuck", "x")], 1)
                 .await
@@ -849,7 +955,7 @@ mod tests {
             );
         }
         let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
+        let journal = Journal::open_with(db, Durability::Os, 8, 0).unwrap();
         // Ua's last event was covered after its batch was written, and no later batch moved
         // the checkpoint: it is resumed once more, and its snapshot then clears it.
         assert_eq!(
@@ -861,7 +967,7 @@ mod tests {
         journal.settle().await.unwrap();
         drop(journal);
         let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open_with(db, Durability::Os, 8).unwrap();
+        let journal = Journal::open_with(db, Durability::Os, 8, 0).unwrap();
         assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
         assert!(journal.uncovered().checkpoint() >= 30);
         journal.clear_pending(&key("Ustuck"), 1).unwrap();

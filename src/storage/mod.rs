@@ -9,6 +9,7 @@ mod conversations;
 mod group_commit;
 mod journal;
 mod outbox;
+mod redelivery;
 mod uncovered;
 
 pub use contacts::{ContactRecord, SledContacts, CONTACT_FORMAT_VERSION};

@@ -44,6 +44,9 @@ pub fn test_settings(data: &Path) -> Settings {
     settings.server.workers = 2;
     settings.server.shutdown_timeout_ms = 5_000;
     settings.storage.path = data.join("db");
+    // The payloads carry fixed timestamps from 2024: a window would remove their redelivery
+    // checks when the journal opens. `redelivery` tests set one.
+    settings.storage.redelivery_window_days = 0;
     // LINE is never reached from tests: a closed loopback port until a test brings a fake.
     settings.line.api_base = NO_LINE.into();
     settings.line.data_api_base = NO_LINE.into();
@@ -289,6 +292,8 @@ impl ServerProcess {
             // Open websockets hold a graceful stop up to this long.
             .env("LINEDESK__SERVER__SHUTDOWN_TIMEOUT_MS", "5000")
             .env("LINEDESK__STORAGE__PATH", data.join("db"))
+            // As in `test_settings`.
+            .env("LINEDESK__STORAGE__REDELIVERY_WINDOW_DAYS", "0")
             .env("LINEDESK__LINE__API_BASE", NO_LINE)
             .env("LINEDESK__LINE__DATA_API_BASE", NO_LINE)
             .envs(env.iter().copied())

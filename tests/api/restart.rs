@@ -85,6 +85,46 @@ async fn a_restart_after_sigint_finds_every_event_and_keeps_deduplicating() {
 }
 
 #[actix_web::test]
+async fn at_a_restart_redelivery_checks_past_the_window_go_and_recent_ones_stay() {
+    const DAY_MS: i64 = 86_400_000;
+    let data = tempfile::tempdir().unwrap();
+    let window = [("LINEDESK__STORAGE__REDELIVERY_WINDOW_DAYS", "2")];
+    let now = linedesk_actors::conversation::now_ms();
+    let at = |n: usize, timestamp_ms: i64| {
+        let mut e = event(n);
+        e["timestamp"] = timestamp_ms.into();
+        e
+    };
+    let (recent, old) = (at(1, now), at(2, now - 3 * DAY_MS));
+    let server = ServerProcess::start(data.path(), &window);
+    assert_eq!(
+        post(&server.address, vec![recent.clone(), old.clone()]).await,
+        StatusCode::OK
+    );
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    // The journal removes expired checks when it opens, before it takes any event.
+    let server = ServerProcess::start(data.path(), &window);
+    let redelivered: Vec<_> = [recent, old]
+        .into_iter()
+        .map(|mut e| {
+            e["deliveryContext"]["isRedelivery"] = true.into();
+            e
+        })
+        .collect();
+    assert_eq!(post(&server.address, redelivered).await, StatusCode::OK);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    let journal = ServerProcess::journal_of(data.path());
+    let id = |n: usize| event(n)["webhookEventId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stored_ids(&stored_events(&journal)),
+        [id(1), id(2), id(2)],
+        "three days old, past the window: stored again; today's: recognised"
+    );
+}
+
+#[actix_web::test]
 async fn kill_9_right_after_a_200_loses_no_acknowledged_event() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data.path(), &[("LINEDESK__STORAGE__DURABILITY", "flush")]);
