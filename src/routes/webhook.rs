@@ -80,13 +80,40 @@ struct Envelope<'a> {
     events: Vec<&'a RawValue>,
 }
 
+/// The webhook's path prefix; the account id is the one segment after it.
+pub const PATH: &str = "/line/webhook";
+
+/// Everything under [`PATH`]: `POST {PATH}/{account_id}` is a delivery, any other method on it
+/// is refused with 405, and any other path is not found.
+pub async fn dispatch(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let account_id = match request.match_info().unprocessed().strip_prefix('/') {
+        Some(id) if !id.is_empty() && !id.contains('/') => id.to_owned(),
+        _ => {
+            return Ok(
+                ErrorBody::new("not_found", "no such endpoint").respond(StatusCode::NOT_FOUND)
+            )
+        }
+    };
+    if request.method() != actix_web::http::Method::POST {
+        return Ok(
+            ErrorBody::new("method_not_allowed", "LINE webhooks are POSTed")
+                .respond(StatusCode::METHOD_NOT_ALLOWED),
+        );
+    }
+    line_webhook(account_id, request, payload, state).await
+}
+
 #[tracing::instrument(
     name = "line_webhook",
     skip_all,
     fields(account_id = %account_id, events = tracing::field::Empty)
 )]
-pub async fn line_webhook(
-    account_id: web::Path<String>,
+async fn line_webhook(
+    account_id: String,
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

@@ -477,6 +477,9 @@ async fn health_and_unknown_routes_answer_json() {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
+    for path in ["/line/webhook", "/line/webhook/", "/line/webhook/demo/more"] {
+        assert_error(&app.get(path).await, StatusCode::NOT_FOUND, "not_found");
+    }
 }
 
 #[actix_web::test]
