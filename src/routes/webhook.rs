@@ -92,11 +92,7 @@ pub async fn dispatch(
 ) -> Result<HttpResponse, WebhookError> {
     let account_id = match request.match_info().unprocessed().strip_prefix('/') {
         Some(id) if !id.is_empty() && !id.contains('/') => id.to_owned(),
-        _ => {
-            return Ok(
-                ErrorBody::new("not_found", "no such endpoint").respond(StatusCode::NOT_FOUND)
-            )
-        }
+        _ => return Ok(super::not_found().await),
     };
     if request.method() != actix_web::http::Method::POST {
         return Ok(

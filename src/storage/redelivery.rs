@@ -61,14 +61,8 @@ impl RedeliveryChecks {
 
     /// The key of an event's check.
     pub fn key(account: &AccountId, webhook_event_id: &str, timestamp_ms: i64) -> Vec<u8> {
-        let day = day_of(timestamp_ms);
-        let mut key = Vec::with_capacity(6 + account.as_str().len() + webhook_event_id.len());
-        key.push(CHECK);
-        key.extend_from_slice(&day.to_be_bytes());
-        key.extend_from_slice(account.as_str().as_bytes());
-        key.push(0);
-        key.extend_from_slice(webhook_event_id.as_bytes());
-        key
+        let [a, b, c, d] = day_of(timestamp_ms).to_be_bytes();
+        event_key(&[CHECK, a, b, c, d], account, webhook_event_id)
     }
 
     /// Whether the event whose check is `key` was stored before.
@@ -141,8 +135,14 @@ fn day_of(timestamp_ms: i64) -> u32 {
 }
 
 fn legacy_key(account: &AccountId, webhook_event_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + account.as_str().len() + webhook_event_id.len());
-    key.push(LEGACY);
+    event_key(&[LEGACY], account, webhook_event_id)
+}
+
+/// `prefix` account `\0` webhookEventId.
+fn event_key(prefix: &[u8], account: &AccountId, webhook_event_id: &str) -> Vec<u8> {
+    let mut key =
+        Vec::with_capacity(prefix.len() + account.as_str().len() + 1 + webhook_event_id.len());
+    key.extend_from_slice(prefix);
     key.extend_from_slice(account.as_str().as_bytes());
     key.push(0);
     key.extend_from_slice(webhook_event_id.as_bytes());
