@@ -12,19 +12,22 @@
 //! - `k` chat-key                  → that chat's deadline, as snapshots before format 3 kept
 //!   it: read once and removed (the snapshot now says which `t` entry to move)
 //! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
-//!   read at start-up to rebuild routing (queues and agents' loads)
+//!   read at start-up to rebuild routing (queues and agents' loads); a save written key by key
+//!   leaves it as it is (routing reads nothing that such a save changes), so its counts lag
 //! - `x` chat `\0` number(be u32) index(be u32) → one [`TranscriptEntry`] of the open
 //!   conversation, JSON. The snapshot (format 2) leaves the transcript out, so a save writes only
 //!   the entries that changed, not the whole of a conversation open for days. Dropped when
 //!   the conversation closes: its archive holds them.
 //!
-//! A snapshot and its index entries are written in one batch. A snapshot with no conversation
-//! open drops the chat's journal events it covers (unless `storage.keep_journal_after_close`). Journal events are read from the
-//! [`Journal`] and decoded with the LINE types.
+//! A save that changes routing, status or an existing entry writes the snapshot and its index
+//! entries in one batch; a save that only adds entries writes them key by key, in an order a
+//! crash may cut (see [`SledConversationStore::plan_save`]). A snapshot with no conversation
+//! open drops the chat's journal events it covers (unless `storage.keep_journal_after_close`).
+//! Journal events are read from the [`Journal`] and decoded with the LINE types.
 
 use linedesk_actors::conversation::state::{Transcript, TranscriptEntry};
 use linedesk_actors::conversation::{
-    ConversationRecord, ConversationState, ConversationStore, Status, StoreError,
+    ConversationRecord, ConversationState, ConversationStore, DueTimer, Status, StoreError,
 };
 use linedesk_actors::domain::{
     AccountId, ConversationId, ConversationKey, Inbound, InboundKind, LineSource,
@@ -183,14 +186,16 @@ impl SledConversationStore {
         })
     }
 
-    /// The saved transcript of an open conversation.
-    fn transcript(&self, id: &ConversationId) -> Result<Transcript, StoreError> {
+    /// The saved transcript of an open conversation: its first `len` entries, if the snapshot
+    /// counts them (entries past those are from a save a crash cut short).
+    fn transcript(&self, id: &ConversationId, len: Option<u32>) -> Result<Transcript, StoreError> {
         let start = transcript_key(id, 0);
         let end = transcript_key(id, u32::MAX as usize);
         let entries = self
             .tree
             .range(start..=end)
             .values()
+            .take(len.map_or(usize::MAX, |len| len as usize))
             .map(|value| decode::<TranscriptEntry>(&value.map_err(sled_error)?, "transcript entry"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Transcript::saved(entries))
@@ -201,7 +206,7 @@ impl SledConversationStore {
         &self,
         chat: &ConversationKey,
         keep: Option<u32>,
-        batch: &mut sled::Batch,
+        writes: &mut Vec<Write>,
     ) -> Result<(), StoreError> {
         let prefix = transcript_chat_prefix(chat);
         for key in self.tree.scan_prefix(&prefix).keys() {
@@ -211,7 +216,7 @@ impl SledConversationStore {
                 .and_then(|b| b.try_into().ok())
                 .map(u32::from_be_bytes);
             if number.is_none() || number != keep {
-                batch.remove(key);
+                writes.push(Write::Delete(key.to_vec()));
             }
         }
         Ok(())
@@ -353,6 +358,136 @@ impl SledConversationStore {
     }
 }
 
+/// One write of a save.
+#[derive(Debug)]
+enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// A save's writes, in the order they may be cut when written key by key.
+struct SavePlan {
+    writes: Vec<Write>,
+    /// One key at a time rather than one batch: in sled 0.34 every multi-key batch first writes
+    /// out the log's current buffer, which held a busy conversation thread up for milliseconds.
+    key_by_key: bool,
+}
+
+impl SledConversationStore {
+    /// What saving `state` writes; sets the fields of `state` that say what the store holds.
+    ///
+    /// A save that only adds transcript entries and leaves routing as it was (the common case:
+    /// a message more) goes key by key, ordered so that a crash between two keys loses nothing
+    /// a load cannot make up:
+    /// 1. the new transcript entries: a load reads only as many as the snapshot counts, and the
+    ///    journal replays the events they came from;
+    /// 2. the new timer entry, then the snapshot naming it, then the removal of the old one: a
+    ///    cut leaves an entry no snapshot names, which the conversation discards when it fires;
+    /// 3. the list entry, which a cut leaves one save behind until the next save.
+    ///
+    /// The open summary (`o`) is not rewritten: what routing reads from it did not change.
+    /// Every other save (a new conversation, a status or agent change, a changed entry, an
+    /// older format) is one batch, as all of them once were.
+    fn plan_save(&self, state: &mut ConversationState) -> Result<SavePlan, StoreError> {
+        let format = state.v;
+        state.v = linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION;
+        let mut writes = Vec::new();
+        let mut key_by_key = false;
+        let mut summary_writes = Vec::new();
+        match &mut state.current {
+            Some(conversation) => {
+                let summary = ConversationSummary::of(conversation);
+                let (from, changed) = conversation.transcript.changed();
+                key_by_key = format >= 3
+                    && state.saved_transcript_len == Some(from as u32)
+                    && self.routing_unchanged(&summary)?;
+                let summary = encode(&summary);
+                if !key_by_key {
+                    summary_writes.push(Write::Put(open_key(&conversation.id), summary.clone()));
+                }
+                summary_writes.push(Write::Put(index_key(&conversation.id), summary));
+                if from == 0 {
+                    // A new conversation (or a format 1 snapshot): no entries of an earlier one
+                    // may stay behind.
+                    self.drop_transcripts(&state.key, Some(conversation.id.number), &mut writes)?;
+                }
+                for (index, entry) in (from..).zip(changed) {
+                    writes.push(Write::Put(
+                        transcript_key(&conversation.id, index),
+                        encode(entry),
+                    ));
+                }
+                state.saved_transcript_len = Some(conversation.transcript.len() as u32);
+            }
+            None => {
+                self.drop_transcripts(&state.key, None, &mut writes)?;
+                state.saved_transcript_len = None;
+            }
+        }
+        let key = state.key.clone();
+        let old_deadline = if format < 3 {
+            // Earlier formats kept the indexed deadline under a key of its own.
+            writes.push(Write::Delete(deadline_key(&key)));
+            self.tree
+                .get(deadline_key(&key))
+                .map_err(sled_error)?
+                .map(|v| decode_u64(&v))
+                .transpose()?
+        } else {
+            state.indexed_deadline_ms
+        };
+        let new_deadline = state.deadline_ms().map(|d| d.max(0) as u64);
+        let moved = old_deadline != new_deadline;
+        if moved {
+            if let Some(new) = new_deadline {
+                writes.push(Write::Put(timer_key(new, &key), Vec::new()));
+            }
+        }
+        state.indexed_deadline_ms = new_deadline;
+        writes.push(Write::Put(snapshot_key(&key), encode_snapshot(state)));
+        writes.append(&mut summary_writes);
+        if moved {
+            if let Some(old) = old_deadline {
+                writes.push(Write::Delete(timer_key(old, &key)));
+            }
+        }
+        Ok(SavePlan { writes, key_by_key })
+    }
+
+    /// Whether the stored open summary already says what routing would rebuild from `summary`.
+    fn routing_unchanged(&self, summary: &ConversationSummary) -> Result<bool, StoreError> {
+        let Some(stored) = self.tree.get(open_key(&summary.id)).map_err(sled_error)? else {
+            return Ok(false);
+        };
+        let stored: ConversationSummary = decode(&stored, "open conversation")?;
+        Ok(stored.status == summary.status
+            && stored.agent == summary.agent
+            && stored.routing == summary.routing
+            && stored.capacity_held == summary.capacity_held
+            && stored.opened_at_ms == summary.opened_at_ms)
+    }
+
+    fn write(&self, writes: Vec<Write>, key_by_key: bool) -> sled::Result<()> {
+        if key_by_key {
+            for write in writes {
+                match write {
+                    Write::Put(key, value) => self.tree.insert(key, value)?,
+                    Write::Delete(key) => self.tree.remove(key)?,
+                };
+            }
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for write in writes {
+            match write {
+                Write::Put(key, value) => batch.insert(key, value),
+                Write::Delete(key) => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch)
+    }
+}
+
 impl ConversationStore for SledConversationStore {
     fn load(&self, key: &ConversationKey) -> Result<Option<ConversationState>, StoreError> {
         let Some(bytes) = self.tree.get(snapshot_key(key)).map_err(sled_error)? else {
@@ -369,7 +504,8 @@ impl ConversationStore for SledConversationStore {
         // apart.
         if state.v >= 2 {
             if let Some(conversation) = &mut state.current {
-                conversation.transcript = self.transcript(&conversation.id)?;
+                conversation.transcript =
+                    self.transcript(&conversation.id, state.saved_transcript_len)?;
             }
         }
         // A stored snapshot covers its events: a conversation resumed after a restart whose
@@ -392,59 +528,25 @@ impl ConversationStore for SledConversationStore {
     }
 
     fn save(&self, state: &mut ConversationState) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let format = state.v;
-        state.v = linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION;
-        match &mut state.current {
-            Some(conversation) => {
-                let summary = encode(&ConversationSummary::of(conversation));
-                batch.insert(open_key(&conversation.id), summary.clone());
-                batch.insert(index_key(&conversation.id), summary);
-                let (from, changed) = conversation.transcript.changed();
-                if from == 0 {
-                    // A new conversation (or a format 1 snapshot): no entries of an earlier one
-                    // may stay behind.
-                    self.drop_transcripts(&state.key, Some(conversation.id.number), &mut batch)?;
-                }
-                for (index, entry) in (from..).zip(changed) {
-                    batch.insert(transcript_key(&conversation.id, index), encode(entry));
-                }
-            }
-            None => self.drop_transcripts(&state.key, None, &mut batch)?,
-        }
-        let key = state.key.clone();
-        let key = &key;
-        let old_deadline = if format < 3 {
-            // Earlier formats kept the indexed deadline under a key of its own.
-            batch.remove(deadline_key(key));
-            self.tree
-                .get(deadline_key(key))
-                .map_err(sled_error)?
-                .map(|v| decode_u64(&v))
-                .transpose()?
-        } else {
-            state.indexed_deadline_ms
-        };
-        let new_deadline = state.deadline_ms().map(|d| d.max(0) as u64);
-        if old_deadline != new_deadline {
-            if let Some(old) = old_deadline {
-                batch.remove(timer_key(old, key));
-            }
-            if let Some(new) = new_deadline {
-                batch.insert(timer_key(new, key), &[][..]);
-            }
-        }
-        let indexed = std::mem::replace(&mut state.indexed_deadline_ms, new_deadline);
-        batch.insert(snapshot_key(key), encode_snapshot(state));
-        if let Err(e) = self.tree.apply_batch(batch) {
-            // Nothing was written: the next save must start from what is stored.
-            state.indexed_deadline_ms = indexed;
-            state.v = format;
+        let before = (
+            state.v,
+            state.indexed_deadline_ms,
+            state.saved_transcript_len,
+        );
+        let plan = self.plan_save(state)?;
+        if let Err(e) = self.write(plan.writes, plan.key_by_key) {
+            // The next save must start from what the snapshot stored says.
+            (
+                state.v,
+                state.indexed_deadline_ms,
+                state.saved_transcript_len,
+            ) = before;
             return Err(sled_error(e));
         }
         if let Some(conversation) = &mut state.current {
             conversation.transcript.mark_saved();
         }
+        let key = &state.key;
         if state.current.is_none() && !self.keep_journal_after_close {
             // Written after the snapshot in sled's one log: a crash between the two keeps the
             // events, never loses them uncovered.
@@ -489,18 +591,29 @@ impl ConversationStore for SledConversationStore {
         Ok(self.journal.pending_conversations())
     }
 
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<ConversationKey>, StoreError> {
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
         let end = [&[TIMER][..], &(now_ms.max(0) as u64 + 1).to_be_bytes()].concat();
         self.tree
             .range(vec![TIMER]..end)
+            .keys()
             .take(limit)
-            .map(|entry| {
-                let (k, _) = entry.map_err(sled_error)?;
+            .map(|k| {
+                let k = k.map_err(sled_error)?;
+                let deadline_ms = decode_u64(&k[1..9])?;
                 let name = std::str::from_utf8(&k[9..])
                     .map_err(|e| StoreError(format!("timer index: {e}")))?;
-                ConversationKey::parse(name).map_err(|e| StoreError(format!("timer index: {e}")))
+                let key = ConversationKey::parse(name)
+                    .map_err(|e| StoreError(format!("timer index: {e}")))?;
+                Ok(DueTimer { key, deadline_ms })
             })
             .collect()
+    }
+
+    fn discard_timer(&self, key: &ConversationKey, deadline_ms: u64) -> Result<(), StoreError> {
+        self.tree
+            .remove(timer_key(deadline_ms, key))
+            .map(drop)
+            .map_err(sled_error)
     }
 }
 
@@ -852,7 +965,11 @@ mod tests {
         store.save(&mut state).unwrap();
         assert_eq!(store.tree.scan_prefix([TIMER]).count(), 1);
         assert_eq!(store.tree.scan_prefix([DEADLINE]).count(), 0);
-        assert_eq!(store.due(deadline, 10).unwrap(), [key()]);
+        let due = DueTimer {
+            key: key(),
+            deadline_ms: deadline as u64,
+        };
+        assert_eq!(store.due(deadline, 10).unwrap(), [due]);
         let mut loaded = store.load(&key()).unwrap().unwrap();
         assert_eq!(loaded.indexed_deadline_ms, Some(deadline as u64));
 
@@ -879,6 +996,129 @@ mod tests {
         );
         assert_eq!(store.tree.scan_prefix([DEADLINE]).count(), 0);
         assert!(store.due(i64::MAX / 2, 10).unwrap().is_empty());
+    }
+
+    /// A queued conversation with two messages, saved (in one batch: it is new).
+    fn saved_twice_asked() -> (tempfile::TempDir, SledConversationStore, ConversationState) {
+        let (dir, store) = store();
+        let mut state = ConversationState::new(key());
+        state.apply(&text(1, "hello"), &settings());
+        state.apply(&text(2, "anyone?"), &settings());
+        assert!(!store.plan_save(&mut state.clone()).unwrap().key_by_key);
+        store.save(&mut state).unwrap();
+        (dir, store, state)
+    }
+
+    fn write_first(store: &SledConversationStore, plan: SavePlan, count: usize) {
+        assert!(plan.key_by_key);
+        let writes = plan.writes.into_iter().take(count).collect();
+        store.write(writes, true).unwrap();
+    }
+
+    #[test]
+    fn a_save_that_only_adds_entries_goes_key_by_key_and_a_cut_anywhere_loads_before_or_after() {
+        let (_dir, store, saved) = saved_twice_asked();
+        let open_before = store.open_conversations_after(None, 10).unwrap();
+        let mut next = saved.clone();
+        next.apply(&text(3, "hello??"), &settings());
+        next.apply(&text(4, "still there?"), &settings());
+        // Not something a message does, but a save may move the deadline with routing as it was:
+        // the timer entry moves key by key too.
+        let moved = saved.deadline_ms().unwrap() + 5_000;
+        next.current.as_mut().unwrap().deadline_ms = Some(moved);
+        let plan = store.plan_save(&mut next.clone()).unwrap();
+        assert!(plan.key_by_key, "{:?}", plan.writes);
+        // Two entries, the new timer entry, the snapshot, the list entry, the old timer entry.
+        let writes = plan.writes.len();
+        assert_eq!(writes, 6, "{:?}", plan.writes);
+        let mut after = next.clone();
+        {
+            let (_dir, full) = store_with(&saved);
+            full.save(&mut after).unwrap();
+            assert_eq!(full.load(&key()).unwrap().unwrap(), after);
+        }
+
+        for cut in 0..=writes {
+            let (_dir, store) = store_with(&saved);
+            write_first(&store, store.plan_save(&mut next.clone()).unwrap(), cut);
+            let loaded = store.load(&key()).unwrap().unwrap();
+            let expected = if cut >= 4 { &after } else { &saved };
+            assert_eq!(&loaded, expected, "cut after {cut} writes");
+            assert_eq!(
+                store.open_conversations_after(None, 10).unwrap(),
+                open_before,
+                "routing's summary is untouched (cut after {cut})"
+            );
+            // A timer entry the snapshot does not name is discarded when it fires.
+            let indexed = loaded.indexed_deadline_ms.unwrap();
+            for timer in store.due(i64::MAX / 2, 10).unwrap() {
+                if timer.deadline_ms != indexed {
+                    store.discard_timer(&timer.key, timer.deadline_ms).unwrap();
+                }
+            }
+            let due = store.due(i64::MAX / 2, 10).unwrap();
+            let deadlines: Vec<u64> = due.iter().map(|t| t.deadline_ms).collect();
+            assert_eq!(deadlines, [indexed], "cut after {cut}");
+
+            // Whatever the cut, the next save leaves the store as a whole save would have.
+            let mut resumed = loaded;
+            if cut < 4 {
+                resumed.apply(&text(3, "hello??"), &settings());
+                resumed.apply(&text(4, "still there?"), &settings());
+                resumed.current.as_mut().unwrap().deadline_ms = Some(moved);
+            }
+            store.save(&mut resumed).unwrap();
+            assert_eq!(
+                store.load(&key()).unwrap().unwrap(),
+                after,
+                "cut after {cut}"
+            );
+            assert_eq!(transcript_keys(&store), 4);
+        }
+    }
+
+    /// A fresh store holding `state` as saved.
+    fn store_with(state: &ConversationState) -> (tempfile::TempDir, SledConversationStore) {
+        let (dir, store) = store();
+        let mut first = ConversationState::new(key());
+        first.apply(&text(1, "hello"), &settings());
+        first.apply(&text(2, "anyone?"), &settings());
+        store.save(&mut first).unwrap();
+        assert_eq!(&first, state, "the same saved state");
+        (dir, store)
+    }
+
+    #[test]
+    fn a_save_that_changes_routing_or_an_entry_is_one_batch() {
+        let (_dir, store, saved) = saved_twice_asked();
+        let agent = linedesk_actors::domain::AgentId::parse("alice").unwrap();
+        let mut assigned = saved.clone();
+        assigned.assign(&agent, T0 + 10, &settings()).unwrap();
+        assert!(!store.plan_save(&mut assigned).unwrap().key_by_key);
+
+        let mut unsent = saved.clone();
+        let unsend = Inbound {
+            kind: InboundKind::Unsend {
+                message_id: "m1".into(),
+            },
+            ..text(3, "")
+        };
+        unsent.apply(&unsend, &settings());
+        assert!(!store.plan_save(&mut unsent).unwrap().key_by_key);
+
+        // A format 3 snapshot does not count its entries: they are all its own, and its next
+        // save is one batch.
+        let mut old = saved.clone();
+        old.v = 3;
+        old.saved_transcript_len = None;
+        store
+            .tree
+            .insert(snapshot_key(&key()), encode_snapshot(&mut old))
+            .unwrap();
+        let mut loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(previews(&loaded), ["hello", "anyone?"]);
+        loaded.apply(&text(3, "hello??"), &settings());
+        assert!(!store.plan_save(&mut loaded).unwrap().key_by_key);
     }
 
     #[test]

@@ -430,10 +430,21 @@ impl Conversation {
         let agent_before = agent_view(state);
         let effects = state.tick(msg.now_ms, &self.env.settings);
         let after = state.deadline_ms();
+        // The index may name an older deadline than the state (activity moved it, no save
+        // since): saving moves the entry rather than let it fire at every sweep.
+        let index_behind = state.indexed_deadline_ms != after.map(|d| d.max(0) as u64);
         self.carry_out(effects)?;
         self.tell_status(agent_before);
-        if before != after {
+        if before != after || index_behind {
             self.save()?;
+        }
+        let state = self.state.as_ref().ok_or(ConversationError::NotReady)?;
+        if let Some(fired) = msg
+            .indexed_ms
+            .filter(|d| state.indexed_deadline_ms != Some(*d))
+        {
+            // Left behind by a save a crash cut short: the snapshot names another entry.
+            self.env.store.discard_timer(&self.key, fired)?;
         }
         Ok(())
     }

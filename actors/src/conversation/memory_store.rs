@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use crate::domain::{ConversationId, ConversationKey, Inbound};
 
 use super::state::{Conversation, ConversationState};
-use super::store::{ConversationStore, StoreError};
+use super::store::{ConversationStore, DueTimer, StoreError};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -19,6 +19,8 @@ struct Inner {
     pending: HashMap<ConversationKey, u64>,
     snapshots: HashMap<ConversationKey, ConversationState>,
     archive: HashMap<ConversationId, Conversation>,
+    /// Timer index entries no snapshot names, as a save cut short by a crash leaves them.
+    stray_timers: Vec<DueTimer>,
 }
 
 impl MemoryStore {
@@ -35,6 +37,15 @@ impl MemoryStore {
 
     pub fn archived(&self, id: &ConversationId) -> Option<Conversation> {
         self.inner.lock().unwrap().archive.get(id).cloned()
+    }
+
+    /// Leaves a timer index entry that no snapshot names.
+    pub fn add_stray_timer(&self, timer: DueTimer) {
+        self.inner.lock().unwrap().stray_timers.push(timer);
+    }
+
+    pub fn stray_timers(&self) -> usize {
+        self.inner.lock().unwrap().stray_timers.len()
     }
 }
 
@@ -65,6 +76,8 @@ impl ConversationStore for MemoryStore {
         {
             inner.pending.remove(&state.key);
         }
+        // As the sled store does: the state says which deadline the index holds.
+        state.indexed_deadline_ms = state.deadline_ms().map(|d| d.max(0) as u64);
         inner.snapshots.insert(state.key.clone(), state.clone());
         Ok(())
     }
@@ -99,14 +112,34 @@ impl ConversationStore for MemoryStore {
         Ok(inner.pending.iter().map(|(k, s)| (k.clone(), *s)).collect())
     }
 
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<ConversationKey>, StoreError> {
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
         let inner = self.inner.lock().unwrap();
+        let stray = inner
+            .stray_timers
+            .iter()
+            .filter(|t| t.deadline_ms <= now_ms.max(0) as u64)
+            .cloned();
         Ok(inner
             .snapshots
             .values()
-            .filter(|s| s.deadline_ms().is_some_and(|d| d <= now_ms))
-            .map(|s| s.key.clone())
+            .filter_map(|s| {
+                let deadline = s.deadline_ms().filter(|d| *d <= now_ms)?;
+                Some(DueTimer {
+                    key: s.key.clone(),
+                    deadline_ms: deadline.max(0) as u64,
+                })
+            })
+            .chain(stray)
             .take(limit)
             .collect())
+    }
+
+    /// Its snapshots' timers are read from the snapshots themselves: only strays can go.
+    fn discard_timer(&self, key: &ConversationKey, deadline_ms: u64) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .stray_timers
+            .retain(|t| (&t.key, t.deadline_ms) != (key, deadline_ms));
+        Ok(())
     }
 }

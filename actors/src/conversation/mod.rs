@@ -22,7 +22,7 @@ pub use state::{
     ConversationState, Effect, RoutingInfo, Status, TranscriptEntry, TransferTarget, Transition,
     TransitionError,
 };
-pub use store::{ConversationStore, StoreError};
+pub use store::{ConversationStore, DueTimer, StoreError};
 
 /// Ids of conversations, under the name the actor code reads best with.
 pub(crate) type ConversationRecordId = crate::domain::ConversationId;

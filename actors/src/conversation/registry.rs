@@ -121,9 +121,12 @@ impl Registry {
     fn fire_due_timers(&mut self) {
         let now = now_ms();
         match self.store.due(now, DUE_PER_SWEEP) {
-            Ok(keys) => {
-                for key in keys {
-                    self.actor(&key).addr.do_send(Tick { now_ms: now });
+            Ok(timers) => {
+                for timer in timers {
+                    self.actor(&timer.key).addr.do_send(Tick {
+                        now_ms: now,
+                        indexed_ms: Some(timer.deadline_ms),
+                    });
                 }
             }
             Err(e) => tracing::error!(error.message = %e, "cannot read due timers"),

@@ -35,6 +35,16 @@ pub trait ConversationStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Chats whose journal has events no snapshot covers yet (to resume at start-up).
     fn pending(&self) -> Result<Vec<(ConversationKey, u64)>, StoreError>;
-    /// Chats whose timer is due at `now_ms`, at most `limit`.
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<ConversationKey>, StoreError>;
+    /// Timer index entries due at `now_ms`, at most `limit`.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
+    /// Removes a timer index entry that the chat's snapshot does not name (left by a save a
+    /// crash cut short): else it would fire at every sweep.
+    fn discard_timer(&self, key: &ConversationKey, deadline_ms: u64) -> Result<(), StoreError>;
+}
+
+/// A timer index entry that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    pub key: ConversationKey,
+    pub deadline_ms: u64,
 }

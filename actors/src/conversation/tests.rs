@@ -110,6 +110,34 @@ async fn events_are_applied_in_order_and_a_state_change_is_snapshotted() {
 }
 
 #[actix::test]
+async fn a_timer_entry_no_snapshot_names_is_discarded_when_it_fires_and_changes_nothing() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let k = key("Ua");
+    store.append(&k, text(1, "one"));
+    registry.do_send(EventsStored {
+        events: Vec::new(),
+        key: k.clone(),
+        seq: 1,
+    });
+    let before = get(&registry, &k).await;
+    assert_eq!(
+        before.state.current.as_ref().unwrap().status,
+        Status::Queued
+    );
+    store.add_stray_timer(DueTimer {
+        key: k.clone(),
+        deadline_ms: 5,
+    });
+    eventually("the stray entry is discarded", || async {
+        store.stray_timers() == 0
+    })
+    .await;
+    let after = get(&registry, &k).await;
+    assert_eq!(after.state, before.state, "the conversation did not move");
+}
+
+#[actix::test]
 async fn events_handed_over_with_their_notice_are_applied_without_reading_the_journal() {
     let store = Arc::new(MemoryStore::default());
     let registry = start(&store, ConversationSettings::default(), runtime());

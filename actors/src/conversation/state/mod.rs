@@ -23,7 +23,9 @@ use crate::domain::{
 /// snapshot holds it inline and is read as before.
 /// 3: the snapshot carries the deadline the store indexed ([`ConversationState::indexed_deadline_ms`]);
 /// before, the sled store kept it under a key of its own.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+/// 4: the snapshot says how many transcript entries it covers
+/// ([`ConversationState::saved_transcript_len`]): a save may be written key by key.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
 mod transcript;
 
@@ -392,6 +394,11 @@ pub struct ConversationState {
     /// the store, so that moving the index entry needs no read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indexed_deadline_ms: Option<u64>,
+    /// How many entries of the open conversation's transcript the store held as of the last
+    /// save: set by the store. A save cut short by a crash may leave entries past it; a load
+    /// leaves those out and the journal replays their events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_transcript_len: Option<u32>,
 }
 
 impl ConversationState {
@@ -406,6 +413,7 @@ impl ConversationState {
             reply_token: None,
             other_events: 0,
             indexed_deadline_ms: None,
+            saved_transcript_len: None,
         }
     }
 
