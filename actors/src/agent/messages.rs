@@ -89,6 +89,9 @@ pub struct RecentMessage {
 }
 
 impl RecentMessage {
+    /// How many an `assigned` event carries.
+    pub const SHOWN: usize = 20;
+
     /// The last `n` entries of the open conversation that are not agents' notes.
     pub fn latest(state: &crate::conversation::ConversationState, n: usize) -> Vec<Self> {
         let Some(current) = &state.current else {

@@ -26,7 +26,7 @@ use super::state::{
     TransitionError,
 };
 use super::store::ConversationStore;
-use crate::agent::AgentEvent;
+use crate::agent::{AgentEvent, RecentMessage};
 use crate::domain::{AgentId, Content, ConversationKey};
 use crate::outbound::OutboundLinks;
 use crate::router::messages::{ConversationNotice, GetQueuePosition};
@@ -361,9 +361,31 @@ impl Conversation {
     fn view(&self, changed: bool) -> Result<ConversationView, ConversationError> {
         Ok(ConversationView {
             state: self.state.clone().ok_or(ConversationError::NotReady)?,
+            transcript_from: 0,
             restarts: self.restarts,
             changed,
         })
+    }
+
+    /// The answer to an agent action: the state with the latest entries agents are shown.
+    fn action_view(&mut self, changed: bool) -> Result<ConversationView, ConversationError> {
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        let mut transcript_from = 0;
+        let whole = state.current.as_mut().map(|current| {
+            let (from, latest) = current.transcript.latest_visible(RecentMessage::SHOWN);
+            transcript_from = from;
+            std::mem::replace(&mut current.transcript, latest)
+        });
+        let view = ConversationView {
+            state: state.clone(),
+            transcript_from,
+            restarts: self.restarts,
+            changed,
+        };
+        if let (Some(current), Some(whole)) = (&mut state.current, whole) {
+            current.transcript = whole;
+        }
+        Ok(view)
     }
 
     /// Ends the actor after an error it cannot handle; the Supervisor restarts it from storage.
@@ -517,7 +539,7 @@ impl Conversation {
             // Written before the caller is answered: an agent's `ack` means stored.
             self.save()?;
         }
-        self.view(changed)
+        self.action_view(changed)
     }
 
     fn overflow(&mut self, msg: &QueueOverflowed) -> Result<ConversationView, ConversationError> {

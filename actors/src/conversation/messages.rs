@@ -48,7 +48,12 @@ pub struct GetConversation;
 /// What [`GetConversation`] answers.
 #[derive(Debug, Clone)]
 pub struct ConversationView {
+    /// For an agent action, the transcript holds only its latest entries (see
+    /// `transcript_from`): the whole of a conversation open for days was copied at every
+    /// message an agent sent.
     pub state: ConversationState,
+    /// Index in the conversation's transcript of the first entry `state` holds (0: all).
+    pub transcript_from: usize,
     /// Times supervision restarted this actor since it was started.
     pub restarts: u32,
     /// Whether the request changed anything (false for a query, or a retried `send`).

@@ -409,6 +409,52 @@ async fn agent_actions_drive_active_waiting_and_wrap_up_timers() {
     );
 }
 
+#[actix::test]
+async fn an_agent_action_answers_with_the_latest_entries_not_the_whole_transcript() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let k = key("Ua");
+    let alice = AgentId::parse("alice").unwrap();
+    for seq in 1..=30 {
+        store.append(&k, text(seq, &format!("message {seq}")));
+    }
+    registry.do_send(EventsStored {
+        events: Vec::new(),
+        key: k.clone(),
+        seq: 30,
+    });
+    let act = |action| AskConversation {
+        key: k.clone(),
+        question: Question::Agent(ApplyAgentAction {
+            agent: alice.clone(),
+            action,
+        }),
+    };
+    registry
+        .send(act(AgentAction::Assign))
+        .await
+        .unwrap()
+        .unwrap();
+    let note = AgentAction::Note {
+        text: "regular customer".into(),
+    };
+    let view = registry.send(act(note)).await.unwrap().unwrap();
+    let shown = texts(&view);
+    // 20 entries agents see, and the note among them.
+    assert_eq!(shown.len(), 21, "{shown:?}");
+    assert_eq!(view.transcript_from, 10);
+    assert_eq!(shown[0], "message 11");
+    assert_eq!(shown[20], "regular customer");
+
+    let whole = get(&registry, &k).await;
+    assert_eq!(whole.transcript_from, 0);
+    assert_eq!(
+        texts(&whole).len(),
+        31,
+        "the conversation keeps every entry"
+    );
+}
+
 mod automated_order {
     use std::collections::BTreeMap;
     use std::sync::Mutex;

@@ -18,8 +18,6 @@ use super::state::{
 };
 use crate::agent::{AgentEvent, RecentMessage};
 
-/// Messages an `assigned` event carries.
-const RECENT_MESSAGES: usize = 20;
 use crate::conversation::{
     AgentAction, ApplyAgentAction, AskConversation, ConversationError, Question, QueueOverflowed,
     Registry,
@@ -383,7 +381,7 @@ impl Router {
                     }
                 }
                 self.stats.assignments += 1;
-                let recent = RecentMessage::latest(&view.state, RECENT_MESSAGES);
+                let recent = RecentMessage::latest(&view.state, RecentMessage::SHOWN);
                 self.tell(
                     &agent,
                     AgentEvent::Assigned {

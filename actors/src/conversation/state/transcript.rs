@@ -61,6 +61,17 @@ impl Transcript {
         (from, &self.entries[from..])
     }
 
+    /// The entries from the `n`th last that is not an agent's note on, and where they start.
+    pub fn latest_visible(&self, n: usize) -> (usize, Self) {
+        let mut from = self.entries.len();
+        let mut visible = 0;
+        while from > 0 && visible < n {
+            from -= 1;
+            visible += usize::from(!self.entries[from].internal);
+        }
+        (from, Self::saved(self.entries[from..].to_vec()))
+    }
+
     /// The store saved every entry.
     pub fn mark_saved(&mut self) {
         self.unchanged = self.entries.len();
