@@ -452,8 +452,8 @@ impl Conversation {
         let agent_before = agent_view(state);
         let effects = state.tick(msg.now_ms, &self.env.settings);
         let after = state.deadline_ms();
-        // The index may name an older deadline than the state (activity moved it, no save
-        // since): saving moves the entry rather than let it fire at every sweep.
+        // The index may hold another deadline than the state (a change not saved yet): saving
+        // moves the entry rather than let it fire at every sweep.
         let index_behind = state.indexed_deadline_ms != after.map(|d| d.max(0) as u64);
         self.carry_out(effects)?;
         self.tell_status(agent_before);
@@ -461,12 +461,9 @@ impl Conversation {
             self.save()?;
         }
         let state = self.state.as_ref().ok_or(ConversationError::NotReady)?;
-        if let Some(fired) = msg
-            .indexed_ms
-            .filter(|d| state.indexed_deadline_ms != Some(*d))
-        {
+        if state.indexed_deadline_ms != Some(msg.indexed_ms) {
             // Left behind by a save a crash cut short: the snapshot names another entry.
-            self.env.store.discard_timer(&self.key, fired)?;
+            self.env.store.discard_timer(&self.key, msg.indexed_ms)?;
         }
         Ok(())
     }

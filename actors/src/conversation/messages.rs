@@ -65,8 +65,8 @@ pub struct ConversationView {
 #[rtype(result = "Result<(), ConversationError>")]
 pub struct Tick {
     pub now_ms: i64,
-    /// The timer index entry that fired, if an index entry did.
-    pub indexed_ms: Option<u64>,
+    /// The deadline of the timer index entry that fired.
+    pub indexed_ms: u64,
 }
 
 /// What an agent (or the router on its behalf) does to a conversation.

@@ -125,7 +125,7 @@ impl Registry {
                 for timer in timers {
                     self.actor(&timer.key).addr.do_send(Tick {
                         now_ms: now,
-                        indexed_ms: Some(timer.deadline_ms),
+                        indexed_ms: timer.deadline_ms,
                     });
                 }
             }
