@@ -367,22 +367,30 @@ impl Conversation {
         })
     }
 
-    /// The answer to an agent action: the state with the latest entries agents are shown.
-    fn action_view(&mut self, changed: bool) -> Result<ConversationView, ConversationError> {
+    /// The answer to an agent action: the state with the latest `entries` that agents are
+    /// shown, and the notes among them.
+    fn action_view(
+        &mut self,
+        changed: bool,
+        entries: usize,
+    ) -> Result<ConversationView, ConversationError> {
         let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
-        let mut transcript_from = 0;
-        let whole = state.current.as_mut().map(|current| {
-            let (from, latest) = current.transcript.latest_visible(RecentMessage::SHOWN);
-            transcript_from = from;
-            std::mem::replace(&mut current.transcript, latest)
-        });
-        let view = ConversationView {
+        let whole = state
+            .current
+            .as_mut()
+            .map(|current| std::mem::take(&mut current.transcript));
+        let mut view = ConversationView {
             state: state.clone(),
-            transcript_from,
+            transcript_from: 0,
             restarts: self.restarts,
             changed,
         };
         if let (Some(current), Some(whole)) = (&mut state.current, whole) {
+            let (from, latest) = whole.latest_visible(entries);
+            if let Some(shown) = &mut view.state.current {
+                shown.transcript = latest;
+            }
+            view.transcript_from = from;
             current.transcript = whole;
         }
         Ok(view)
@@ -536,7 +544,12 @@ impl Conversation {
             // Written before the caller is answered: an agent's `ack` means stored.
             self.save()?;
         }
-        self.action_view(changed)
+        // Only a new assignee is shown the conversation so far.
+        let shown = match msg.action {
+            AgentAction::Assign => RecentMessage::SHOWN,
+            _ => 0,
+        };
+        self.action_view(changed, shown)
     }
 
     fn overflow(&mut self, msg: &QueueOverflowed) -> Result<ConversationView, ConversationError> {

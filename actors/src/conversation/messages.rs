@@ -48,9 +48,9 @@ pub struct GetConversation;
 /// What [`GetConversation`] answers.
 #[derive(Debug, Clone)]
 pub struct ConversationView {
-    /// For an agent action, the transcript holds only its latest entries (see
-    /// `transcript_from`): the whole of a conversation open for days was copied at every
-    /// message an agent sent.
+    /// For an agent action, the transcript holds only the latest entries (see
+    /// `transcript_from`): those an assigned agent is shown, none after any other action. The
+    /// whole of a conversation open for days was copied at every message an agent sent.
     pub state: ConversationState,
     /// Index in the conversation's transcript of the first entry `state` holds (0: all).
     pub transcript_from: usize,

@@ -430,29 +430,31 @@ async fn an_agent_action_answers_with_the_latest_entries_not_the_whole_transcrip
             action,
         }),
     };
-    registry
+    // The new assignee is shown the conversation so far, as far back as agents are shown.
+    let assigned = registry
         .send(act(AgentAction::Assign))
         .await
         .unwrap()
         .unwrap();
+    let shown = texts(&assigned);
+    assert_eq!(shown.len(), 20, "{shown:?}");
+    assert_eq!(
+        (shown[0].as_str(), assigned.transcript_from),
+        ("message 11", 10)
+    );
+
     let note = AgentAction::Note {
         text: "regular customer".into(),
     };
-    let view = registry.send(act(note)).await.unwrap().unwrap();
-    let shown = texts(&view);
-    // 20 entries agents see, and the note among them.
-    assert_eq!(shown.len(), 21, "{shown:?}");
-    assert_eq!(view.transcript_from, 10);
-    assert_eq!(shown[0], "message 11");
-    assert_eq!(shown[20], "regular customer");
+    let noted = registry.send(act(note)).await.unwrap().unwrap();
+    assert!(noted.changed);
+    assert_eq!((texts(&noted).len(), noted.transcript_from), (0, 31));
 
     let whole = get(&registry, &k).await;
     assert_eq!(whole.transcript_from, 0);
-    assert_eq!(
-        texts(&whole).len(),
-        31,
-        "the conversation keeps every entry"
-    );
+    let all = texts(&whole);
+    assert_eq!(all.len(), 31, "the conversation keeps every entry");
+    assert_eq!(all[30], "regular customer");
 }
 
 mod automated_order {

@@ -716,3 +716,31 @@ fn consent_is_due_once_per_conversation_and_recorded_before_the_agent_message() 
     assert_eq!(transcript[n - 2].author, Author::System);
     assert_eq!(transcript[n - 1].outgoing.as_deref(), Some(id.as_str()));
 }
+
+#[test]
+fn the_latest_visible_entries_count_past_agents_notes() {
+    let s = settings();
+    let mut state = active_state();
+    for seq in 2..=5 {
+        state.apply(&text(seq, T0 + seq as i64, &format!("m{seq}")), &s);
+    }
+    let alice = AgentId::parse("alice").unwrap();
+    let note = Content::Text {
+        text: "note".into(),
+    };
+    state
+        .agent_wrote(&alice, note, None, true, T0 + 10)
+        .unwrap();
+    let transcript = &state.current.as_ref().unwrap().transcript;
+    let previews = |t: &Transcript| t.iter().map(|e| e.preview()).collect::<Vec<_>>();
+
+    let (from, latest) = transcript.latest_visible(2);
+    assert_eq!(
+        (from, previews(&latest)),
+        (3, vec!["m4".into(), "m5".into(), "note".into()])
+    );
+    let (from, latest) = transcript.latest_visible(0);
+    assert_eq!((from, latest.len()), (transcript.len(), 0));
+    let (from, latest) = transcript.latest_visible(100);
+    assert_eq!((from, latest.len()), (0, transcript.len()));
+}
