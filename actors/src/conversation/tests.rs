@@ -71,6 +71,17 @@ fn texts(view: &ConversationView) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `agent` doing `action` to the conversation of `key`.
+fn as_agent(key: &ConversationKey, agent: &AgentId, action: AgentAction) -> AskConversation {
+    AskConversation {
+        key: key.clone(),
+        question: Question::Agent(ApplyAgentAction {
+            agent: agent.clone(),
+            action,
+        }),
+    }
+}
+
 /// Polls `check` until it holds, for at most 30 s (the machine may be loaded).
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -365,13 +376,7 @@ async fn agent_actions_drive_active_waiting_and_wrap_up_timers() {
         key: k.clone(),
         seq: 1,
     });
-    let act = |action| AskConversation {
-        key: k.clone(),
-        question: Question::Agent(ApplyAgentAction {
-            agent: alice.clone(),
-            action,
-        }),
-    };
+    let act = |action| as_agent(&k, &alice, action);
     let view = registry
         .send(act(AgentAction::Assign))
         .await
@@ -423,13 +428,7 @@ async fn an_agent_action_answers_with_the_latest_entries_not_the_whole_transcrip
         key: k.clone(),
         seq: 30,
     });
-    let act = |action| AskConversation {
-        key: k.clone(),
-        question: Question::Agent(ApplyAgentAction {
-            agent: alice.clone(),
-            action,
-        }),
-    };
+    let act = |action| as_agent(&k, &alice, action);
     // The new assignee is shown the conversation so far, as far back as agents are shown.
     let assigned = registry
         .send(act(AgentAction::Assign))
