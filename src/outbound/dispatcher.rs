@@ -39,6 +39,10 @@ pub struct DispatchSettings {
     pub burst: u32,
 }
 
+/// Most records the dispatcher holds in memory: a LINE outage stops the sending while
+/// agents go on writing, and what waits then stays on disk only.
+const HELD_RECORDS_MAX: usize = 10_000;
+
 struct AccountLine {
     access_token: SecretString,
     bucket: TokenBucket,
@@ -53,6 +57,10 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     /// Not delivered yet.
     queue: SendQueue,
+    /// Records handed over with their notice, by send-order number, until their first
+    /// attempt starts. Bounded by [`HELD_RECORDS_MAX`]; any other record is read from the
+    /// outbox when its attempt starts (after a restart, a retry's backoff, or past the bound).
+    held: HashMap<u64, Box<OutboxRecord>>,
     wake_at: Option<Instant>,
 }
 
@@ -86,6 +94,7 @@ impl Dispatcher {
             settings,
             metrics,
             queue: SendQueue::default(),
+            held: HashMap::new(),
             wake_at: None,
         }
     }
@@ -158,7 +167,11 @@ impl Dispatcher {
         let Some(waiting) = self.queue.get(seq) else {
             return;
         };
-        let record = match self.outbox.get(&waiting.id) {
+        let stored = match self.held.remove(&seq) {
+            Some(record) => Ok(Some(*record)),
+            None => self.outbox.get(&waiting.id),
+        };
+        let record = match stored {
             Ok(Some(record)) => record,
             Ok(None) => {
                 self.queue.done(seq, None);
@@ -375,6 +388,9 @@ impl Handler<OutboxQueued> for Dispatcher {
             key: msg.key,
             not_before_ms: 0,
         };
+        if self.held.len() < HELD_RECORDS_MAX && self.queue.get(msg.seq).is_none() {
+            self.held.insert(msg.seq, msg.record);
+        }
         self.queue.insert(msg.seq, waiting);
         self.pump(ctx);
     }

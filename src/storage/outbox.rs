@@ -72,13 +72,17 @@ impl OutboxRecord {
 pub type Planner = dyn Fn(&Outgoing) -> Result<Vec<Vec<Value>>, String> + Send + Sync;
 
 /// A message stored and waiting to be sent: what the dispatcher is told.
-#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[derive(Debug, Clone, PartialEq, actix::Message)]
 #[rtype(result = "()")]
 pub struct OutboxQueued {
     pub seq: u64,
     pub id: String,
     /// The chat it goes to, so the dispatcher need not read the record back to queue it.
     pub key: ConversationKey,
+    /// The record as stored, so the dispatcher need not read it back to send it either (the
+    /// dispatcher is the only writer after this): a sled read and a JSON decode per message,
+    /// often of a page evicted from sled's cache.
+    pub record: Box<OutboxRecord>,
 }
 
 #[derive(Clone)]
@@ -151,7 +155,8 @@ impl SledOutbox {
         Ok(())
     }
 
-    fn store(&self, outgoing: &Outgoing) -> Result<Option<u64>, StorageError> {
+    /// Stores a message not stored before; returns its record if it waits to be sent.
+    fn store(&self, outgoing: &Outgoing) -> Result<Option<OutboxRecord>, StorageError> {
         let key = record_key(&outgoing.id);
         if self.tree.contains_key(&key)? {
             return Ok(None);
@@ -198,19 +203,20 @@ impl SledOutbox {
             self.tree.insert(pending_key(seq), outgoing.id.as_bytes())?;
         }
         self.tree.insert(key, encode(&record))?;
-        Ok((!record.status.is_final()).then_some(seq))
+        Ok((!record.status.is_final()).then_some(record))
     }
 }
 
 impl Outbox for SledOutbox {
     fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
         match self.store(outgoing) {
-            Ok(Some(seq)) => {
+            Ok(Some(record)) => {
                 if let Some(dispatcher) = self.notify.get() {
                     dispatcher.do_send(OutboxQueued {
-                        seq,
+                        seq: record.seq,
                         id: outgoing.id.clone(),
                         key: outgoing.key.clone(),
+                        record: Box::new(record),
                     });
                 }
                 Ok(true)
@@ -321,6 +327,48 @@ mod tests {
             again.pending().unwrap(),
             vec![(2, "b".to_string()), (3, "c".to_string())]
         );
+    }
+
+    /// Collects the dispatcher's notices.
+    struct Notices(tokio::sync::mpsc::UnboundedSender<OutboxQueued>);
+
+    impl actix::Actor for Notices {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<OutboxQueued> for Notices {
+        type Result = ();
+        fn handle(&mut self, msg: OutboxQueued, _: &mut Self::Context) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_dispatcher_is_handed_the_record_exactly_as_stored() {
+        use actix::Actor;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox(&db);
+        let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        outbox.notify(Notices(sender).start().recipient());
+        assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
+        assert!(!outbox.enqueue(&outgoing("x", "unsendable")).unwrap());
+        assert!(!outbox.enqueue(&outgoing("a", "hi")).unwrap());
+        assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
+        let wait = std::time::Duration::from_secs(10);
+        let a = tokio::time::timeout(wait, notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.seq, a.id.as_str()), (1, "a"));
+        assert_eq!(*a.record, outbox.get("a").unwrap().unwrap());
+        // Notices arrive in order: none came for the failed or the repeated message.
+        let b = tokio::time::timeout(wait, notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.seq, b.id.as_str()), (3, "b"));
+        assert_eq!(*b.record, outbox.get("b").unwrap().unwrap());
     }
 
     #[test]
