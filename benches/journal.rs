@@ -5,6 +5,12 @@
 //! One iteration is one round: every writer appends its delivery and waits for `commit`; the
 //! round ends when all have. Throughput is in events, so rounds of different widths compare.
 //! `flush` waits for an fsync shared by the round (group commit); `os` only for sled's memory.
+//!
+//! `journal_layout` prices the journal's writes in sled alone (no server, no actors), in
+//! batches of 34 events as ingest forms them: the event records keyed by chat as stored today
+//! beside their redelivery checks, the checks alone (what a journal keeping its records
+//! outside sled would leave in sled), and the records keyed in one arrival order. The
+//! seventh round of `docs/benchmarks.md` takes ingest apart the same way over HTTP.
 
 use std::time::{Duration, Instant};
 
@@ -77,5 +83,77 @@ fn append_and_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_and_commit);
+/// How the events of a batch are laid out in sled, for `journal_layout`.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// `e` chat `\0` seq → record, and `w` … id → seq: as the journal writes now.
+    RecordsByChat,
+    /// Only the `w` checks.
+    ChecksOnly,
+    /// `e` seq → record (one arrival order), and the checks.
+    RecordsInArrivalOrder,
+}
+
+const BATCH: u64 = 34;
+
+fn layout_batch(layout: Layout, first: u64, record: &[u8]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for seq in first..first + BATCH {
+        let chat = format!("demo:user:U{:032x}", seq % USERS);
+        let mut check = b"w\0\0\x4e\x20demo\0E".to_vec();
+        check.extend_from_slice(format!("{seq:020}").as_bytes());
+        batch.insert(check, &seq.to_be_bytes());
+        let key = match layout {
+            Layout::ChecksOnly => continue,
+            Layout::RecordsByChat => [b"e", chat.as_bytes(), b"\0", &seq.to_be_bytes()].concat(),
+            Layout::RecordsInArrivalOrder => [&b"e\0"[..], &seq.to_be_bytes()].concat(),
+        };
+        batch.insert(key, record);
+    }
+    batch.insert(&b"mseq"[..], &(first + BATCH).to_be_bytes());
+    batch
+}
+
+fn layouts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("journal_layout");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(BATCH));
+    // A stored record's size for a one-text webhook (~540 bytes).
+    let record = vec![b'x'; 540];
+    for layout in [
+        Layout::RecordsByChat,
+        Layout::ChecksOnly,
+        Layout::RecordsInArrivalOrder,
+    ] {
+        let name = format!("{layout:?}");
+        group.bench_function(BenchmarkId::new(name, BATCH), |b| {
+            b.iter_custom(|batches| {
+                let dir = tempfile::tempdir().unwrap();
+                let db = sled::Config::new()
+                    .path(dir.path())
+                    .cache_capacity(16 << 20)
+                    .open()
+                    .unwrap();
+                let tree = db.open_tree("journal").unwrap();
+                // Every chat has events already, as after a minute of ingest.
+                for first in (0..20 * USERS).step_by(BATCH as usize) {
+                    tree.apply_batch(layout_batch(layout, first, &record))
+                        .unwrap();
+                }
+                let mut first = 20 * USERS;
+                let start = Instant::now();
+                for _ in 0..batches {
+                    tree.apply_batch(layout_batch(layout, first, &record))
+                        .unwrap();
+                    first += BATCH;
+                }
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append_and_commit, layouts);
 criterion_main!(benches);
