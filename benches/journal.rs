@@ -41,6 +41,15 @@ fn delivery(id: u64) -> Vec<IncomingEvent> {
     }]
 }
 
+/// sled as the server opens it by default (16 MiB cache).
+fn open_db(path: &std::path::Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(16 << 20)
+        .open()
+        .unwrap()
+}
+
 fn append_and_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("journal_append_commit");
     group.sample_size(10);
@@ -53,11 +62,7 @@ fn append_and_commit(c: &mut Criterion) {
                 b.iter_custom(|rounds| {
                     System::new().block_on(async move {
                         let dir = tempfile::tempdir().unwrap();
-                        let db = sled::Config::new()
-                            .path(dir.path())
-                            .cache_capacity(16 << 20)
-                            .open()
-                            .unwrap();
+                        let db = open_db(dir.path());
                         let journal = Journal::open(db, durability).unwrap();
                         let account = AccountId::parse("demo").unwrap();
                         let mut next = 0u64;
@@ -130,11 +135,7 @@ fn layouts(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, BATCH), |b| {
             b.iter_custom(|batches| {
                 let dir = tempfile::tempdir().unwrap();
-                let db = sled::Config::new()
-                    .path(dir.path())
-                    .cache_capacity(16 << 20)
-                    .open()
-                    .unwrap();
+                let db = open_db(dir.path());
                 let tree = db.open_tree("journal").unwrap();
                 // Every chat has events already, as after a minute of ingest.
                 for first in (0..20 * USERS).step_by(BATCH as usize) {

@@ -355,20 +355,15 @@ mod tests {
         assert!(!outbox.enqueue(&outgoing("x", "unsendable")).unwrap());
         assert!(!outbox.enqueue(&outgoing("a", "hi")).unwrap());
         assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
-        let wait = std::time::Duration::from_secs(10);
-        let a = tokio::time::timeout(wait, notices.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((a.seq, a.id.as_str()), (1, "a"));
-        assert_eq!(*a.record, outbox.get("a").unwrap().unwrap());
         // Notices arrive in order: none came for the failed or the repeated message.
-        let b = tokio::time::timeout(wait, notices.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((b.seq, b.id.as_str()), (3, "b"));
-        assert_eq!(*b.record, outbox.get("b").unwrap().unwrap());
+        for (seq, id) in [(1, "a"), (3, "b")] {
+            let notice = tokio::time::timeout(std::time::Duration::from_secs(10), notices.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((notice.seq, notice.id.as_str()), (seq, id));
+            assert_eq!(*notice.record, outbox.get(id).unwrap().unwrap());
+        }
     }
 
     #[test]
