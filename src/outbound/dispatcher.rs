@@ -40,7 +40,8 @@ pub struct DispatchSettings {
 }
 
 /// Most records the dispatcher holds in memory: a LINE outage stops the sending while
-/// agents go on writing, and what waits then stays on disk only.
+/// agents go on writing, and what waits then stays on disk only (and is pushed: a record read
+/// back never uses its reply token, see `OutboxRecord::reply_tried`).
 const HELD_RECORDS_MAX: usize = 10_000;
 
 struct AccountLine {
@@ -194,8 +195,7 @@ impl Dispatcher {
         let token = account.access_token.expose_secret().to_owned();
         let client = self.client.clone();
         let reply_ttl = self.settings.reply_token_ttl;
-        let outbox = self.outbox.clone();
-        let send = async move { send(client, outbox, token, record, reply_ttl).await };
+        let send = async move { send(client, token, record, reply_ttl).await };
         ctx.spawn(
             send.into_actor(self)
                 .map(move |(record, outcome), act, ctx| {
@@ -296,7 +296,6 @@ enum Failure {
 /// record with what was sent marked.
 async fn send(
     client: LineClient,
-    outbox: SledOutbox,
     token: String,
     mut record: OutboxRecord,
     reply_ttl: Duration,
@@ -313,11 +312,9 @@ async fn send(
             })
             .map(|t| t.token.clone());
         if let Some(reply_token) = reply_token {
-            // Saved first: after a crash mid-request the token is not tried again.
+            // Nothing to save first: the stored record already says the token is not to be
+            // tried again (see `OutboxRecord::reply_tried`).
             record.reply_tried = true;
-            if let Err(e) = outbox.update(&record) {
-                tracing::warn!(error.message = %e, "could not save the reply attempt");
-            }
             let messages = &record.requests[i].messages;
             match client.reply(&token, &reply_token, messages).await {
                 Ok(_) => {

@@ -42,7 +42,12 @@ pub struct OutboxRecord {
     pub first_attempt_at_ms: Option<i64>,
     /// Not before this time (backoff).
     pub next_attempt_at_ms: i64,
-    /// The reply token was tried (it works once; after that only push).
+    /// The reply token is not to be used: it was tried (it works once; after that only
+    /// push), or it may have been. A record is stored saying so whenever it has a token, and
+    /// only the dispatcher it is handed to in that notice ([`OutboxQueued`]) may try the token:
+    /// after a restart, or read back from disk, the message is pushed with its retry key.
+    /// That costs nothing in practice (a token outlives a restart only by seconds) and spares
+    /// a write of the whole record before every reply.
     pub reply_tried: bool,
 }
 
@@ -194,7 +199,7 @@ impl SledOutbox {
             attempts: 0,
             first_attempt_at_ms: None,
             next_attempt_at_ms: 0,
-            reply_tried: false,
+            reply_tried: outgoing.reply_token.is_some(),
         };
         // Single-key writes in this order (see `update`): the index entry first, then the
         // record. A crash in between leaves an entry without its record, which the dispatcher
@@ -210,8 +215,10 @@ impl SledOutbox {
 impl Outbox for SledOutbox {
     fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
         match self.store(outgoing) {
-            Ok(Some(record)) => {
+            Ok(Some(mut record)) => {
                 if let Some(dispatcher) = self.notify.get() {
+                    // This dispatcher, and no later one, may try the token (see `reply_tried`).
+                    record.reply_tried = false;
                     dispatcher.do_send(OutboxQueued {
                         seq: record.seq,
                         id: outgoing.id.clone(),
@@ -364,6 +371,40 @@ mod tests {
             assert_eq!((notice.seq, notice.id.as_str()), (seq, id));
             assert_eq!(*notice.record, outbox.get(id).unwrap().unwrap());
         }
+    }
+
+    #[actix_web::test]
+    async fn a_reply_token_may_be_tried_by_the_dispatcher_handed_the_record_and_by_no_later_one() {
+        use actix::Actor;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox(&db);
+        let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        outbox.notify(Notices(sender).start().recipient());
+        let mut with_token = outgoing("t", "hi");
+        with_token.reply_token = Some(linedesk_actors::domain::ReplyToken {
+            token: "r1".into(),
+            received_at_ms: 1,
+        });
+        assert!(outbox.enqueue(&with_token).unwrap());
+        assert!(outbox.enqueue(&outgoing("p", "no token")).unwrap());
+
+        let handed = tokio::time::timeout(std::time::Duration::from_secs(10), notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!handed.record.reply_tried, "this run may reply");
+        let stored = outbox.get("t").unwrap().unwrap();
+        assert!(stored.reply_tried, "a restart pushes instead");
+        assert_eq!(
+            OutboxRecord {
+                reply_tried: false,
+                ..stored
+            },
+            *handed.record,
+            "otherwise the same record"
+        );
+        assert!(!outbox.get("p").unwrap().unwrap().reply_tried);
     }
 
     #[test]
