@@ -151,9 +151,18 @@ impl SledOutbox {
     /// for those writes. sled recovers a prefix of its log, so the order is what keeps a crash
     /// harmless: the record first, then the index; a crash in between leaves a final record
     /// still indexed, which the dispatcher skips at start-up.
+    /// A record with a reply token is stored saying the token is not to be used, whatever the
+    /// dispatcher's copy says (see [`OutboxRecord::reply_tried`]).
     pub fn update(&self, record: &OutboxRecord) -> Result<(), StorageError> {
-        self.tree
-            .insert(record_key(&record.outgoing.id), encode(record))?;
+        let value = if record.reply_tried || record.outgoing.reply_token.is_none() {
+            encode(record)
+        } else {
+            encode(&OutboxRecord {
+                reply_tried: true,
+                ..record.clone()
+            })
+        };
+        self.tree.insert(record_key(&record.outgoing.id), value)?;
         if record.status.is_final() {
             self.tree.remove(pending_key(record.seq))?;
         }
@@ -405,6 +414,12 @@ mod tests {
             "otherwise the same record"
         );
         assert!(!outbox.get("p").unwrap().unwrap().reply_tried);
+        // Progress saved from the handed copy (a push, its token not tried) keeps the mark.
+        let mut progress = *handed.record;
+        progress.attempts = 1;
+        outbox.update(&progress).unwrap();
+        let stored = outbox.get("t").unwrap().unwrap();
+        assert_eq!((stored.attempts, stored.reply_tried), (1, true));
     }
 
     #[test]
