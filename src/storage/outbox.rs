@@ -151,10 +151,11 @@ impl SledOutbox {
     /// for those writes. sled recovers a prefix of its log, so the order is what keeps a crash
     /// harmless: the record first, then the index; a crash in between leaves a final record
     /// still indexed, which the dispatcher skips at start-up.
-    /// A record with a reply token is stored saying the token is not to be used, whatever the
-    /// dispatcher's copy says (see [`OutboxRecord::reply_tried`]).
+    ///
+    /// The token mark is stored as [`token_spent_on_disk`] says, whatever the dispatcher's copy
+    /// says.
     pub fn update(&self, record: &OutboxRecord) -> Result<(), StorageError> {
-        let value = if record.reply_tried || record.outgoing.reply_token.is_none() {
+        let value = if token_spent_on_disk(record) == record.reply_tried {
             encode(record)
         } else {
             encode(&OutboxRecord {
@@ -169,7 +170,8 @@ impl SledOutbox {
         Ok(())
     }
 
-    /// Stores a message not stored before; returns its record if it waits to be sent.
+    /// Stores a message not stored before; returns its record, as the dispatcher may use it,
+    /// if it waits to be sent.
     fn store(&self, outgoing: &Outgoing) -> Result<Option<OutboxRecord>, StorageError> {
         let key = record_key(&outgoing.id);
         if self.tree.contains_key(&key)? {
@@ -199,7 +201,7 @@ impl SledOutbox {
                 },
             ),
         };
-        let record = OutboxRecord {
+        let mut record = OutboxRecord {
             v: OUTBOX_FORMAT_VERSION,
             seq,
             outgoing: outgoing.clone(),
@@ -208,7 +210,7 @@ impl SledOutbox {
             attempts: 0,
             first_attempt_at_ms: None,
             next_attempt_at_ms: 0,
-            reply_tried: outgoing.reply_token.is_some(),
+            reply_tried: false,
         };
         // Single-key writes in this order (see `update`): the index entry first, then the
         // record. A crash in between leaves an entry without its record, which the dispatcher
@@ -216,7 +218,10 @@ impl SledOutbox {
         if !record.status.is_final() {
             self.tree.insert(pending_key(seq), outgoing.id.as_bytes())?;
         }
+        record.reply_tried = token_spent_on_disk(&record);
         self.tree.insert(key, encode(&record))?;
+        // This dispatcher, and no later one, may try the token (see `reply_tried`).
+        record.reply_tried = false;
         Ok((!record.status.is_final()).then_some(record))
     }
 }
@@ -224,10 +229,8 @@ impl SledOutbox {
 impl Outbox for SledOutbox {
     fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
         match self.store(outgoing) {
-            Ok(Some(mut record)) => {
+            Ok(Some(record)) => {
                 if let Some(dispatcher) = self.notify.get() {
-                    // This dispatcher, and no later one, may try the token (see `reply_tried`).
-                    record.reply_tried = false;
                     dispatcher.do_send(OutboxQueued {
                         seq: record.seq,
                         id: outgoing.id.clone(),
@@ -241,6 +244,12 @@ impl Outbox for SledOutbox {
             Err(e) => Err(StoreError(e.to_string())),
         }
     }
+}
+
+/// Whether a record is stored saying its reply token is not to be used: always when it has
+/// one, so that no later dispatcher tries it (see [`OutboxRecord::reply_tried`]).
+fn token_spent_on_disk(record: &OutboxRecord) -> bool {
+    record.reply_tried || record.outgoing.reply_token.is_some()
 }
 
 fn record_key(id: &str) -> Vec<u8> {
@@ -359,24 +368,39 @@ mod tests {
         }
     }
 
-    #[actix_web::test]
-    async fn the_dispatcher_is_handed_the_record_exactly_as_stored() {
+    /// An outbox whose notices go to the returned receiver.
+    fn listened_outbox() -> (
+        tempfile::TempDir,
+        SledOutbox,
+        tokio::sync::mpsc::UnboundedReceiver<OutboxQueued>,
+    ) {
         use actix::Actor;
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let outbox = outbox(&db);
-        let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        let outbox = outbox(&sled::open(dir.path()).unwrap());
+        let (sender, notices) = tokio::sync::mpsc::unbounded_channel();
         outbox.notify(Notices(sender).start().recipient());
+        (dir, outbox, notices)
+    }
+
+    async fn next_notice(
+        notices: &mut tokio::sync::mpsc::UnboundedReceiver<OutboxQueued>,
+    ) -> OutboxQueued {
+        tokio::time::timeout(std::time::Duration::from_secs(10), notices.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[actix_web::test]
+    async fn the_dispatcher_is_handed_the_record_exactly_as_stored() {
+        let (_dir, outbox, mut notices) = listened_outbox();
         assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
         assert!(!outbox.enqueue(&outgoing("x", "unsendable")).unwrap());
         assert!(!outbox.enqueue(&outgoing("a", "hi")).unwrap());
         assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
         // Notices arrive in order: none came for the failed or the repeated message.
         for (seq, id) in [(1, "a"), (3, "b")] {
-            let notice = tokio::time::timeout(std::time::Duration::from_secs(10), notices.recv())
-                .await
-                .unwrap()
-                .unwrap();
+            let notice = next_notice(&mut notices).await;
             assert_eq!((notice.seq, notice.id.as_str()), (seq, id));
             assert_eq!(*notice.record, outbox.get(id).unwrap().unwrap());
         }
@@ -384,12 +408,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_reply_token_may_be_tried_by_the_dispatcher_handed_the_record_and_by_no_later_one() {
-        use actix::Actor;
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let outbox = outbox(&db);
-        let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
-        outbox.notify(Notices(sender).start().recipient());
+        let (_dir, outbox, mut notices) = listened_outbox();
         let mut with_token = outgoing("t", "hi");
         with_token.reply_token = Some(linedesk_actors::domain::ReplyToken {
             token: "r1".into(),
@@ -398,10 +417,7 @@ mod tests {
         assert!(outbox.enqueue(&with_token).unwrap());
         assert!(outbox.enqueue(&outgoing("p", "no token")).unwrap());
 
-        let handed = tokio::time::timeout(std::time::Duration::from_secs(10), notices.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let handed = next_notice(&mut notices).await;
         assert!(!handed.record.reply_tried, "this run may reply");
         let stored = outbox.get("t").unwrap().unwrap();
         assert!(stored.reply_tried, "a restart pushes instead");
