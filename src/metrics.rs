@@ -259,6 +259,12 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "linedesk_journal_uncovered_events",
+            "Journal events no snapshot covers yet, indexed in memory by chat.",
+            journal.uncovered_events().to_string(),
+        );
+        gauge(
+            &mut out,
             "linedesk_journal_checkpoint_lag_events",
             "Events after the stored checkpoint: what a restart looks through to resume conversations.",
             checkpoint_lag.to_string(),

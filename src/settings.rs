@@ -360,8 +360,9 @@ pub struct StorageSettings {
     pub flush_every_ms: u64,
     /// Reopen the database after a clean stop so that the next start need not replay the log.
     pub snapshot_on_stop: bool,
-    /// Keep a chat's raw journal events after its conversations closed.
-    pub keep_journal_after_close: bool,
+    /// Seconds a raw webhook event is kept at least; then it goes once a snapshot covers it.
+    /// 0 keeps every event.
+    pub journal_retention_secs: u64,
     /// Days a redelivery check is kept, counted from the event's `timestamp`; 0 keeps them all.
     pub redelivery_window_days: u32,
 }

@@ -26,7 +26,9 @@ use crate::outbound::{AttachmentFetcher, DispatchSettings, Dispatcher, ProfileFe
 use crate::routes::{self, AppState, OutboundHandles};
 use crate::settings::Settings;
 use crate::signals::StopSignals;
-use crate::storage::{ContentStore, Journal, SledContacts, SledConversationStore, SledOutbox};
+use crate::storage::{
+    ContentStore, Journal, JournalRetention, SledContacts, SledConversationStore, SledOutbox,
+};
 use actix::{Actor, Addr, Recipient};
 use linedesk_actors::agent::{Agent, AgentEvent};
 use linedesk_actors::conversation::{ConversationLinks, Registry, SnapshotAll};
@@ -59,16 +61,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let db = settings.storage.open()?;
-        let journal = Journal::open_expiring(
-            db.clone(),
-            settings.storage.durability,
-            settings.storage.redelivery_window_days,
-        )
-        .context("cannot read the journal")?;
+        let retention = JournalRetention {
+            redelivery_window_days: settings.storage.redelivery_window_days,
+            event_secs: settings.storage.journal_retention_secs,
+        };
+        let journal = Journal::open_expiring(db.clone(), settings.storage.durability, retention)
+            .context("cannot read the journal")?;
         let conversations = SledConversationStore::open(&db, journal.clone())
-            .map(|store| {
-                store.keeping_journal_after_close(settings.storage.keep_journal_after_close)
-            })
             .context("cannot open the conversation store")?;
         // Start order: the router first (agents and conversations report to it), then the
         // agents, then the conversation registry; finally the router learns both.

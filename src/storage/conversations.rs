@@ -21,8 +21,8 @@
 //!
 //! A save that changes routing, status or an existing entry writes the snapshot and its index
 //! entries in one batch; a save that only adds entries writes them key by key, in an order a
-//! crash may cut (see [`SledConversationStore::plan_save`]). A snapshot with no conversation
-//! open drops the chat's journal events it covers (unless `storage.keep_journal_after_close`).
+//! crash may cut (see [`SledConversationStore::plan_save`]). A saved snapshot tells the
+//! journal which events it covers (they may then leave it after `storage.journal_retention_secs`).
 //! Journal events are read from the [`Journal`] and decoded with the LINE types.
 
 use linedesk_actors::conversation::state::{Transcript, TranscriptEntry};
@@ -173,8 +173,6 @@ pub struct ListPage {
 pub struct SledConversationStore {
     tree: sled::Tree,
     journal: Journal,
-    /// `storage.keep_journal_after_close`.
-    keep_journal_after_close: bool,
 }
 
 impl SledConversationStore {
@@ -182,7 +180,6 @@ impl SledConversationStore {
         Ok(Self {
             tree: db.open_tree(TREE)?,
             journal,
-            keep_journal_after_close: false,
         })
     }
 
@@ -220,12 +217,6 @@ impl SledConversationStore {
             }
         }
         Ok(())
-    }
-
-    /// Keeps a chat's journal events after its conversations closed (the default drops them).
-    pub fn keeping_journal_after_close(mut self, keep: bool) -> Self {
-        self.keep_journal_after_close = keep;
-        self
     }
 
     /// An archived conversation.
@@ -546,16 +537,8 @@ impl ConversationStore for SledConversationStore {
         if let Some(conversation) = &mut state.current {
             conversation.transcript.mark_saved();
         }
-        let key = &state.key;
-        if state.current.is_none() && !self.keep_journal_after_close {
-            // Written after the snapshot in sled's one log: a crash between the two keeps the
-            // events, never loses them uncovered.
-            self.journal
-                .drop_events_through(key, state.applied_seq)
-                .map_err(|e| StoreError(e.to_string()))?;
-        }
         self.journal
-            .clear_pending(key, state.applied_seq)
+            .clear_pending(&state.key, state.applied_seq)
             .map_err(|e| StoreError(e.to_string()))
     }
 

@@ -1,19 +1,19 @@
-//! The journal: every webhook event LINE delivered, stored once, in arrival order per
-//! conversation. It is the conversation actors' journal: an actor rebuilds its state from its
-//! latest snapshot plus the journal entries after the snapshot's sequence number.
+//! The journal: every webhook event LINE delivered, stored once, in arrival order. It is the
+//! conversation actors' journal: an actor rebuilds its state from its latest snapshot plus the
+//! journal entries after the snapshot's sequence number.
 //!
-//! Layout (one sled tree, so that one `apply_batch` writes a batch of events, their indexes
-//! and the marks of uncovered conversations atomically):
-//! - `e` conversation-key `\0` seq(be u64) → [`StoredEvent`] as JSON (the event exactly as received)
+//! Layout (one sled tree, so that one `apply_batch` writes a batch of events, their redelivery
+//! checks and the marks of uncovered conversations atomically):
+//! - `b` first-seq(be u64) → the batch's [`StoredEvent`]s, each exactly as received (see
+//!   [`super::event_batches`], which also keeps the index of each chat's uncovered events)
 //! - `w` day account `\0` webhookEventId, and `d`, `mupg`: the redelivery checks (see
 //!   [`super::redelivery`])
 //! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
 //!   restart resumes them (see [`super::uncovered`])
 //! - `m` `seq`                                → the last sequence number handed out
 //!
-//! Sequence numbers are global and increase with every stored event, so ordering within a
-//! conversation is the order of its keys. A chat's events are dropped once none of its
-//! conversations is open (`storage.keep_journal_after_close`).
+//! Sequence numbers are global and increase with every stored event. An event is removed once
+//! a snapshot covers it and it is older than `storage.journal_retention_secs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::event_batches::{self as batches, UncoveredIndex, PRUNE_PER_PASS};
 use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
@@ -36,14 +37,14 @@ use crate::settings::Durability;
 pub const JOURNAL_FORMAT_VERSION: u16 = 1;
 
 const TREE: &str = "journal";
-const EVENT: u8 = b'e';
 const LAST_SEQ: &[u8] = b"mseq";
 
 /// Idle this long, the writer stores how far snapshots cover the journal: a crash then
 /// resumes only conversations with events really uncovered.
 const SETTLE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How often the writer removes redelivery checks past `storage.redelivery_window_days`.
+/// How often the writer removes redelivery checks past `storage.redelivery_window_days` and
+/// events past `storage.journal_retention_secs` (and whenever it is idle, for the events).
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// After a full pass (a backlog: the window was shortened, or the server was down for days).
 const EXPIRE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -62,6 +63,15 @@ pub struct StoredEvent {
     pub received_at_ms: i64,
     /// The event object exactly as LINE sent it, unknown types included.
     pub event: Box<RawValue>,
+}
+
+/// How long the journal keeps what it stored; 0 keeps for ever.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JournalRetention {
+    /// `storage.redelivery_window_days`.
+    pub redelivery_window_days: u32,
+    /// `storage.journal_retention_secs`: covered events older than this are removed.
+    pub event_secs: u64,
 }
 
 /// An event to store, already verified and parsed by the webhook.
@@ -108,7 +118,10 @@ struct Inner {
     batches: Arc<AtomicU64>,
     listener: Listener,
     uncovered: Arc<Mutex<Uncovered>>,
+    index: Arc<Mutex<UncoveredIndex>>,
     checks: Arc<RedeliveryChecks>,
+    /// `storage.journal_retention_secs` in ms; 0 keeps every event.
+    event_retention_ms: i64,
 }
 
 /// Where the writer reports stored events: the conversation registry, once it is started.
@@ -135,34 +148,37 @@ impl Drop for Inner {
 }
 
 impl Journal {
-    /// Keeps every redelivery check.
+    /// Keeps every event and every redelivery check.
     pub fn open(db: sled::Db, durability: Durability) -> Result<Self, StorageError> {
-        Self::open_expiring(db, durability, 0)
+        Self::open_expiring(db, durability, JournalRetention::default())
     }
 
     /// Redelivery checks of events whose `timestamp` is more than `redelivery_window_days` old
-    /// are removed (`storage.redelivery_window_days`; 0 keeps them all) by the writer: a first
-    /// pass as soon as it starts, before any append, then every minute.
+    /// are removed, and covered events received more than `event_secs` ago, by the writer: a
+    /// first pass as soon as it starts, before any append, then every minute (and when idle,
+    /// for events).
     pub fn open_expiring(
         db: sled::Db,
         durability: Durability,
-        redelivery_window_days: u32,
+        retention: JournalRetention,
     ) -> Result<Self, StorageError> {
-        Self::open_with(
-            db,
-            durability,
-            super::uncovered::PROMOTE_AFTER,
-            redelivery_window_days,
-        )
+        Self::open_with(db, durability, super::uncovered::PROMOTE_AFTER, retention)
     }
 
     fn open_with(
         db: sled::Db,
         durability: Durability,
         promote_after: u64,
-        redelivery_window_days: u32,
+        retention: JournalRetention,
     ) -> Result<Self, StorageError> {
         let tree = db.open_tree(TREE)?;
+        let rewritten = batches::rewrite_legacy(&tree)?;
+        if rewritten > 0 {
+            tracing::info!(
+                events = rewritten,
+                "journal events of an older release stored as batches"
+            );
+        }
         let last_seq = match tree.get(LAST_SEQ)? {
             Some(v) => decode_seq(LAST_SEQ, &v)?,
             None => 0,
@@ -170,12 +186,16 @@ impl Journal {
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
-        let uncovered = Arc::new(Mutex::new(Uncovered::load(&tree, promote_after)?));
+        let uncovered = Uncovered::load(&tree, promote_after)?;
+        let index = Arc::new(Mutex::new(index_uncovered(&tree, &uncovered)?));
+        let uncovered = Arc::new(Mutex::new(uncovered));
         let checks = Arc::new(RedeliveryChecks::open(
             &tree,
             linedesk_actors::conversation::now_ms(),
         )?);
-        checks.set_window_days(redelivery_window_days);
+        checks.set_window_days(retention.redelivery_window_days);
+        let event_retention_ms =
+            i64::try_from(retention.event_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             tree: tree.clone(),
@@ -183,7 +203,9 @@ impl Journal {
             batches: batches.clone(),
             listener: listener.clone(),
             uncovered: uncovered.clone(),
+            index: index.clone(),
             checks: checks.clone(),
+            event_retention_ms,
             next_expiry: std::time::Instant::now(),
         };
         let writer = std::thread::Builder::new()
@@ -202,7 +224,9 @@ impl Journal {
                 batches,
                 listener,
                 uncovered,
+                index,
                 checks,
+                event_retention_ms,
             }),
         })
     }
@@ -290,50 +314,64 @@ impl Journal {
     }
 
     /// The events of one conversation with a sequence number above `after`, oldest first.
+    /// Only events no snapshot covers are found: a conversation reads the events after its
+    /// latest snapshot, and those are all uncovered.
     pub fn events_after(
         &self,
         conversation: &ConversationKey,
         after: u64,
-    ) -> impl Iterator<Item = Result<StoredEvent, StorageError>> + '_ {
-        let conversation = conversation.to_string();
-        let start = event_key(&conversation, after.saturating_add(1));
-        let end = event_key(&conversation, u64::MAX);
-        self.inner
-            .tree
-            .range(start..=end)
-            .map(|entry| decode_event(entry?))
+    ) -> impl Iterator<Item = Result<StoredEvent, StorageError>> {
+        let batch_firsts = self
+            .inner
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .batches_after(conversation, after);
+        let mut found = Vec::new();
+        for first in batch_firsts {
+            let key = batches::batch_key(first);
+            let events = match self.inner.tree.get(key) {
+                Ok(Some(value)) => batches::decode_batch(&key, &value),
+                Ok(None) => Err(corrupt(&key, "an uncovered event's batch is missing")),
+                Err(e) => Err(e.into()),
+            };
+            match events {
+                Ok(events) => found.extend(
+                    events
+                        .into_iter()
+                        .filter(|e| e.seq > after && e.conversation == *conversation)
+                        .map(Ok),
+                ),
+                Err(e) => found.push(Err(e)),
+            }
+        }
+        found.into_iter()
     }
 
-    /// Every stored event, in key order (by conversation, then sequence). For tools and tests;
-    /// it reads the whole journal.
+    /// Every stored event, in sequence order. For tools and tests; it reads the whole journal.
     pub fn all_events(&self) -> impl Iterator<Item = Result<StoredEvent, StorageError>> + '_ {
         self.inner
             .tree
-            .scan_prefix([EVENT])
-            .map(|entry| decode_event(entry?))
+            .scan_prefix([batches::BATCH])
+            .flat_map(|entry| match entry {
+                Ok((key, value)) => match batches::decode_batch(&key, &value) {
+                    Ok(events) => events.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                },
+                Err(e) => vec![Err(e.into())],
+            })
     }
 
-    /// Removes the stored events of `conversation` up to `through`: once its conversations are
-    /// closed, their archives and the chat's snapshot hold what the events said, and the
-    /// journal stops growing with every chat ever served. The redelivery checks stay.
-    pub fn drop_events_through(
-        &self,
-        conversation: &ConversationKey,
-        through: u64,
-    ) -> Result<usize, StorageError> {
-        let conversation = conversation.to_string();
-        let start = event_key(&conversation, 0);
-        let end = event_key(&conversation, through);
-        let mut batch = sled::Batch::default();
-        let mut dropped = 0;
-        for key in self.inner.tree.range(start..=end).keys() {
-            batch.remove(key?);
-            dropped += 1;
-        }
-        if dropped > 0 {
-            self.inner.tree.apply_batch(batch)?;
-        }
-        Ok(dropped)
+    /// Removes up to [`PRUNE_PER_PASS`] batches whose events are all covered by snapshots and
+    /// were all received more than `storage.journal_retention_secs` before `now_ms`; the writer
+    /// does it every minute and when idle. Returns how many batches went.
+    pub fn prune_events(&self, now_ms: i64) -> Result<usize, StorageError> {
+        prune(
+            &self.inner.tree,
+            &self.inner.uncovered,
+            self.inner.event_retention_ms,
+            now_ms,
+        )
     }
 
     /// Whether the event with this `webhookEventId` and `timestamp` has been stored for
@@ -364,8 +402,15 @@ impl Journal {
         conversation: &ConversationKey,
         applied: u64,
     ) -> Result<(), StorageError> {
+        // The index first: an event leaves it before its batch may be pruned. It knows the
+        // chat's next event, which lets the checkpoint move up to it.
+        let next = {
+            let mut index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.covered(conversation, applied);
+            index.first(conversation)
+        };
         let mut uncovered = self.uncovered();
-        if let Some(key) = uncovered.covered(conversation, applied) {
+        if let Some(key) = uncovered.covered(conversation, applied, next) {
             // Under the lock: the writer cannot promote the conversation again meanwhile.
             self.inner.tree.remove(key)?;
         }
@@ -386,6 +431,15 @@ impl Journal {
         let (marked, long) = uncovered.counts();
         let lag = self.last_seq().saturating_sub(uncovered.checkpoint());
         (marked, long, lag)
+    }
+
+    /// Events no snapshot covers yet, indexed in memory by chat.
+    pub fn uncovered_events(&self) -> usize {
+        self.inner
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events()
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -411,7 +465,9 @@ struct Writer {
     batches: Arc<AtomicU64>,
     listener: Listener,
     uncovered: Arc<Mutex<Uncovered>>,
+    index: Arc<Mutex<UncoveredIndex>>,
     checks: Arc<RedeliveryChecks>,
+    event_retention_ms: i64,
     next_expiry: std::time::Instant,
 }
 
@@ -425,6 +481,7 @@ impl Writer {
                     if let Err(e) = self.settle() {
                         tracing::warn!(error.message = %e, "could not store the journal checkpoint");
                     }
+                    self.prune();
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -456,8 +513,9 @@ impl Writer {
         }
     }
 
-    /// Between batches: a pass of at most 2,000 removals, then, if it was full, another after
-    /// [`EXPIRE_AGAIN_AFTER`] (so that appends go on meanwhile), else in a minute.
+    /// Between batches: a pass of at most 2,000 check removals and 1,000 batch removals, then,
+    /// if one was full, another after [`EXPIRE_AGAIN_AFTER`] (so that appends go on
+    /// meanwhile), else in a minute.
     fn expire_when_due(&mut self) {
         let now = std::time::Instant::now();
         if now < self.next_expiry {
@@ -478,6 +536,26 @@ impl Writer {
             }
             Err(e) => {
                 tracing::warn!(error.message = %e, "could not remove expired redelivery checks")
+            }
+        }
+        if self.prune() == PRUNE_PER_PASS {
+            self.next_expiry = now + EXPIRE_AGAIN_AFTER;
+        }
+    }
+
+    /// Returns how many batches went.
+    fn prune(&self) -> usize {
+        let now = linedesk_actors::conversation::now_ms();
+        match prune(&self.tree, &self.uncovered, self.event_retention_ms, now) {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::debug!(batches = removed, "covered events past retention removed");
+                }
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(error.message = %e, "could not remove events past retention");
+                0
             }
         }
     }
@@ -504,6 +582,7 @@ impl Writer {
         let mut seq = self.last_seq.load(Ordering::SeqCst);
         let first_seq = seq;
         let mut outcomes = Vec::with_capacity(group.len());
+        let mut records: Vec<StoredEvent> = Vec::new();
         // With whether every event of the notice is carried: a gap would skip an event.
         let mut stored: Vec<(EventsStored, bool)> = Vec::new();
         let mut carried: HashMap<ConversationKey, usize> = HashMap::new();
@@ -538,10 +617,7 @@ impl Writer {
                     received_at_ms: append.received_at_ms,
                     event: incoming.raw.clone(),
                 };
-                // unwrap: serialising strings, integers and already-valid JSON cannot fail.
-                let value = serde_json::to_vec(&record).unwrap();
-                let conversation = incoming.conversation.to_string();
-                batch.insert(event_key(&conversation, seq), value);
+                records.push(record);
                 batch.insert(dedup_key.clone(), &seq.to_be_bytes());
                 seen.insert(dedup_key);
                 outcome.stored.push(seq);
@@ -582,6 +658,10 @@ impl Writer {
             outcomes.push(outcome);
         }
         if seq != first_seq {
+            batch.insert(
+                &batches::batch_key(first_seq + 1),
+                batches::encode_batch(&records),
+            );
             batch.insert(LAST_SEQ, &seq.to_be_bytes());
             // Held until the batch is applied, so that a checkpoint is never computed from
             // marks of a batch sled has not taken yet. If applying fails, the marks of its
@@ -592,6 +672,12 @@ impl Writer {
                 .into_batch(&mut batch);
             self.tree.apply_batch(batch)?;
             drop(uncovered);
+            // Before the registry hears of them: a conversation that reads the journal finds them.
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            for record in &records {
+                index.add(&record.conversation, record.seq, first_seq + 1);
+            }
+            drop(index);
             self.last_seq.store(seq, Ordering::SeqCst);
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
@@ -615,17 +701,61 @@ impl Writer {
     }
 }
 
-fn event_key(conversation: &str, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + conversation.len() + 1 + 8);
-    key.push(EVENT);
-    key.extend_from_slice(conversation.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+/// The index of the events the last run left uncovered: those of the conversations with a
+/// mark, from each one's first uncovered event, read from the batches after the oldest.
+fn index_uncovered(
+    tree: &sled::Tree,
+    uncovered: &Uncovered,
+) -> Result<UncoveredIndex, StorageError> {
+    let mut index = UncoveredIndex::default();
+    if uncovered.counts().0 == 0 {
+        return Ok(index);
+    }
+    for entry in batches::batches_from(tree, uncovered.covered_below())? {
+        let (key, value) = entry?;
+        let first = batches::batch_first(&key)?;
+        for event in batches::decode_batch(&key, &value)? {
+            if uncovered
+                .first_uncovered(&event.conversation)
+                .is_some_and(|from| event.seq >= from)
+            {
+                index.add(&event.conversation, event.seq, first);
+            }
+        }
+    }
+    Ok(index)
 }
 
-fn decode_event((key, value): (sled::IVec, sled::IVec)) -> Result<StoredEvent, StorageError> {
-    serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))
+/// Removes the oldest batches while each is covered and past retention (see
+/// [`Journal::prune_events`]); stops at the first that is not, since later ones are newer.
+fn prune(
+    tree: &sled::Tree,
+    uncovered: &Mutex<Uncovered>,
+    retention_ms: i64,
+    now_ms: i64,
+) -> Result<usize, StorageError> {
+    if retention_ms == 0 {
+        return Ok(0);
+    }
+    let covered_below = uncovered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .covered_below();
+    let mut batch = sled::Batch::default();
+    let mut removed = 0;
+    for entry in tree.scan_prefix([batches::BATCH]).take(PRUNE_PER_PASS) {
+        let (key, value) = entry?;
+        let (last, newest) = batches::batch_header(&key, &value)?;
+        if last >= covered_below || newest.saturating_add(retention_ms) > now_ms {
+            break;
+        }
+        batch.remove(key);
+        removed += 1;
+    }
+    if removed > 0 {
+        tree.apply_batch(batch)?;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -772,36 +902,183 @@ mod tests {
         );
     }
 
+    fn keeping_events_for(dir: &std::path::Path, secs: u64) -> Journal {
+        let retention = JournalRetention {
+            event_secs: secs,
+            ..JournalRetention::default()
+        };
+        let db = crate::storage::reopen(dir);
+        Journal::open_with(db, Durability::Os, 8, retention).unwrap()
+    }
+
+    /// A day ahead of the clock, so that the writer's own retention passes (when idle) find
+    /// nothing old enough and each test's explicit pass decides.
+    fn received_tomorrow() -> i64 {
+        linedesk_actors::conversation::now_ms() + 86_400_000
+    }
+
+    fn seqs(journal: &Journal) -> Vec<u64> {
+        journal.all_events().map(|e| e.unwrap().seq).collect()
+    }
+
     #[actix_web::test]
-    async fn dropping_a_chats_events_keeps_later_ones_other_chats_and_redelivery_checks() {
-        let (_dir, journal) = journal();
-        let batch = vec![
-            event("E1", "Ua", "a1"),
-            event("E2", "Uab", "ab1"),
-            event("E3", "Ua", "a2"),
-            event("E4", "Ua", "a3"),
-        ];
-        journal.append(&demo(), batch, 1).await.unwrap();
+    async fn covered_events_past_retention_leave_and_uncovered_ones_and_checks_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = received_tomorrow();
+        let journal = keeping_events_for(dir.path(), 60);
+        let first = vec![event("E1", "Ua", "a1"), event("E2", "Uab", "ab1")];
+        journal.append(&demo(), first, t0).await.unwrap();
+        journal
+            .append(&demo(), vec![event("E3", "Ua", "a2")], t0 + 1_000)
+            .await
+            .unwrap();
+        journal.clear_pending(&key("Ua"), 1).unwrap();
+        journal.clear_pending(&key("Uab"), 2).unwrap();
+        journal.settle().await.unwrap();
 
-        assert_eq!(journal.drop_events_through(&key("Ua"), 3).unwrap(), 2);
-
-        let left: Vec<u64> = journal.all_events().map(|e| e.unwrap().seq).collect();
-        assert_eq!(left, [4, 2], "a3, and the chat whose key starts alike");
-        assert!(journal.contains(&demo(), "E1", T0).unwrap());
+        assert_eq!(journal.prune_events(t0 + 59_999).unwrap(), 0, "too young");
+        assert_eq!(journal.prune_events(t0 + 60_000).unwrap(), 1);
+        assert_eq!(seqs(&journal), [3], "the batch of covered events went");
+        let left: Vec<u64> = journal
+            .events_after(&key("Ua"), 1)
+            .map(|e| e.unwrap().seq)
+            .collect();
+        assert_eq!(left, [3], "the uncovered event is still read");
         let again = journal
-            .append(&demo(), vec![event("E1", "Ua", "a1")], 2)
+            .append(&demo(), vec![event("E1", "Ua", "a1")], t0 + 2_000)
             .await
             .unwrap();
         assert_eq!(again.duplicates, 1, "still recognised as a redelivery");
-        assert_eq!(journal.drop_events_through(&key("Ua"), 3).unwrap(), 0);
+
+        assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 0, "uncovered");
+        journal.clear_pending(&key("Ua"), 3).unwrap();
+        journal.settle().await.unwrap();
+        assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 1);
+        assert!(seqs(&journal).is_empty());
+        assert_eq!(journal.uncovered_events(), 0);
+    }
+
+    #[actix_web::test]
+    async fn no_retention_keeps_every_event_and_a_stuck_chat_keeps_what_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = received_tomorrow();
+        let journal = keeping_events_for(dir.path(), 0);
+        journal
+            .append(&demo(), vec![event("E1", "Ua", "a1")], t0)
+            .await
+            .unwrap();
+        journal.clear_pending(&key("Ua"), 1).unwrap();
+        journal.settle().await.unwrap();
+        assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 0);
+        assert_eq!(seqs(&journal), [1]);
+        drop(journal);
+
+        // A chat left uncovered past the checkpoint (its own `p` key) holds back every later
+        // batch: pruning goes oldest first.
+        let journal = keeping_events_for(dir.path(), 1);
+        journal
+            .append(&demo(), vec![event("S1", "Ustuck", "x")], t0)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            journal
+                .append(&demo(), vec![event(&format!("E{}", i + 10), "Ua", "a")], t0)
+                .await
+                .unwrap();
+            journal.clear_pending(&key("Ua"), i + 3).unwrap();
+        }
+        journal.settle().await.unwrap();
+        assert_eq!(keys_with_prefix(&journal, b"p"), 1, "promoted");
+        assert_eq!(
+            journal.prune_events(i64::MAX / 2).unwrap(),
+            1,
+            "only E1's batch"
+        );
+        assert_eq!(seqs(&journal).len(), 21);
+        journal.clear_pending(&key("Ustuck"), 2).unwrap();
+        assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 21);
+    }
+
+    #[actix_web::test]
+    async fn reopening_finds_the_uncovered_events_of_each_chat_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = keeping_events_for(dir.path(), 0);
+            let batch = vec![
+                event("E1", "Ua", "a1"),
+                event("E2", "Ub", "b1"),
+                event("E3", "Ua", "a2"),
+            ];
+            journal.append(&demo(), batch, T0).await.unwrap();
+            journal
+                .append(&demo(), vec![event("E4", "Ub", "b2")], T0)
+                .await
+                .unwrap();
+            journal.clear_pending(&key("Ua"), 1).unwrap();
+            journal.clear_pending(&key("Ub"), 4).unwrap();
+            journal.settle().await.unwrap();
+        }
+        let journal = keeping_events_for(dir.path(), 0);
+        let after = |user: &str, seq: u64| -> Vec<u64> {
+            journal
+                .events_after(&key(user), seq)
+                .map(|e| e.unwrap().seq)
+                .collect()
+        };
+        assert_eq!(after("Ua", 1), [3]);
+        // Ub's cover came after its last batch, and no batch stored it since: Ub is resumed,
+        // and its snapshot (applied 4) then reads nothing more.
+        assert!(after("Ub", 4).is_empty());
+        journal.clear_pending(&key("Ub"), 4).unwrap();
+        assert_eq!(journal.uncovered_events(), 1);
+        assert_eq!(seqs(&journal), [1, 2, 3, 4], "all kept without retention");
+    }
+
+    #[actix_web::test]
+    async fn events_stored_one_key_each_by_an_older_release_are_rewritten_as_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree(TREE).unwrap();
+            for (seq, user) in [(2u64, "Ua"), (1, "Ub"), (3, "Ua")] {
+                let record = StoredEvent {
+                    v: JOURNAL_FORMAT_VERSION,
+                    seq,
+                    conversation: key(user),
+                    received_at_ms: T0,
+                    event: RawValue::from_string(format!(r#"{{"n":{seq}}}"#)).unwrap(),
+                };
+                let mut legacy = b"e".to_vec();
+                legacy.extend_from_slice(key(user).to_string().as_bytes());
+                legacy.push(0);
+                legacy.extend_from_slice(&seq.to_be_bytes());
+                tree.insert(legacy, serde_json::to_vec(&record).unwrap())
+                    .unwrap();
+            }
+            tree.insert(LAST_SEQ, &3u64.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let journal = keeping_events_for(dir.path(), 0);
+        assert_eq!(seqs(&journal), [1, 2, 3], "in sequence order");
+        assert_eq!(keys_with_prefix(&journal, b"e"), 0);
+        let texts: Vec<String> = journal
+            .all_events()
+            .map(|e| e.unwrap().event.get().to_owned())
+            .collect();
+        assert_eq!(texts, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
     }
 
     #[actix_web::test]
     async fn a_redelivery_within_the_window_is_a_duplicate_and_checks_past_it_are_removed() {
         const DAY: i64 = 86_400_000;
         let dir = tempfile::tempdir().unwrap();
+        let retention = JournalRetention {
+            redelivery_window_days: 2,
+            ..JournalRetention::default()
+        };
         let journal =
-            Journal::open_expiring(sled::open(dir.path()).unwrap(), Durability::Os, 2).unwrap();
+            Journal::open_expiring(sled::open(dir.path()).unwrap(), Durability::Os, retention)
+                .unwrap();
         // Today, so that the writer's own pass (every minute) finds nothing to remove.
         let now = linedesk_actors::conversation::now_ms();
         let delivery = || IncomingEvent {
@@ -935,7 +1212,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let journal = Journal::open_with(db, Durability::Os, 8, 0).unwrap();
+            let journal =
+                Journal::open_with(db, Durability::Os, 8, JournalRetention::default()).unwrap();
             journal
                 .append(&demo(), vec![event("S1", "Ustuck", "x")], 1)
                 .await
@@ -955,7 +1233,8 @@ mod tests {
             );
         }
         let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open_with(db, Durability::Os, 8, 0).unwrap();
+        let journal =
+            Journal::open_with(db, Durability::Os, 8, JournalRetention::default()).unwrap();
         // Ua's last event was covered after its batch was written, and no later batch moved
         // the checkpoint: it is resumed once more, and its snapshot then clears it.
         assert_eq!(
@@ -967,7 +1246,8 @@ mod tests {
         journal.settle().await.unwrap();
         drop(journal);
         let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open_with(db, Durability::Os, 8, 0).unwrap();
+        let journal =
+            Journal::open_with(db, Durability::Os, 8, JournalRetention::default()).unwrap();
         assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
         assert!(journal.uncovered().checkpoint() >= 30);
         journal.clear_pending(&key("Ustuck"), 1).unwrap();

@@ -6,6 +6,7 @@
 mod contacts;
 mod content;
 mod conversations;
+mod event_batches;
 mod group_commit;
 mod journal;
 mod outbox;
@@ -16,7 +17,9 @@ pub use contacts::{ContactRecord, SledContacts, CONTACT_FORMAT_VERSION};
 pub use content::{ContentError, ContentMeta, ContentOrigin, ContentStore, PendingDownload};
 pub use conversations::{ConversationSummary, ListPage, ListQuery, SledConversationStore};
 pub use group_commit::GroupCommit;
-pub use journal::{AppendOutcome, IncomingEvent, Journal, StoredEvent, JOURNAL_FORMAT_VERSION};
+pub use journal::{
+    AppendOutcome, IncomingEvent, Journal, JournalRetention, StoredEvent, JOURNAL_FORMAT_VERSION,
+};
 pub use outbox::{OutboxQueued, OutboxRecord, PlannedRequest, Planner, SentVia, SledOutbox};
 
 use std::path::PathBuf;

@@ -88,11 +88,11 @@ impl Uncovered {
         for entry in tree.scan_prefix([PROMOTED]) {
             let (key, value) = entry?;
             let conversation = parse_conversation(&key, &key[1..])?;
-            let latest = decode_seq(&key, &value)?;
+            let (latest, first) = decode_promoted(&key, &value)?;
             this.marks.insert(
                 conversation,
                 Mark {
-                    first: 0,
+                    first,
                     latest,
                     promoted: true,
                 },
@@ -168,10 +168,8 @@ impl Uncovered {
             }
             let mark = self.marks.get_mut(&conversation).expect("marked");
             mark.promoted = true;
-            out.inserts.push((
-                promoted_key(&conversation),
-                mark.latest.to_be_bytes().to_vec(),
-            ));
+            let value = [mark.latest.to_be_bytes(), mark.first.to_be_bytes()].concat();
+            out.inserts.push((promoted_key(&conversation), value));
         }
     }
 
@@ -191,9 +189,15 @@ impl Uncovered {
         }
     }
 
-    /// A snapshot of `conversation` covers its events up to `applied`. Returns the `p` key to
-    /// remove when the conversation had one and is now covered.
-    pub fn covered(&mut self, conversation: &ConversationKey, applied: u64) -> Option<Vec<u8>> {
+    /// A snapshot of `conversation` covers its events up to `applied`; `next`, when known, is
+    /// its first event after those. Returns the `p` key to remove when the conversation had one
+    /// and is now covered.
+    pub fn covered(
+        &mut self,
+        conversation: &ConversationKey,
+        applied: u64,
+        next: Option<u64>,
+    ) -> Option<Vec<u8>> {
         let mark = self.marks.get_mut(conversation)?;
         if !mark.promoted {
             self.by_first.remove(&(mark.first, conversation.clone()));
@@ -203,7 +207,7 @@ impl Uncovered {
             self.marks.remove(conversation);
             return promoted.then(|| promoted_key(conversation));
         }
-        mark.first = mark.first.max(applied + 1);
+        mark.first = mark.first.max(applied + 1).max(next.unwrap_or(0));
         if !mark.promoted {
             self.by_first.insert((mark.first, conversation.clone()));
         }
@@ -232,6 +236,21 @@ impl Uncovered {
     /// Every event at or below it is covered by a snapshot, as last stored.
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
+    }
+
+    /// The conversation's first event no snapshot covers, if it has one uncovered.
+    pub fn first_uncovered(&self, conversation: &ConversationKey) -> Option<u64> {
+        self.marks.get(conversation).map(|m| m.first)
+    }
+
+    /// Every event below it is covered: past the checkpoint, and before the first uncovered
+    /// event of every conversation with a `p` key (which the checkpoint has moved past).
+    pub fn covered_below(&self) -> u64 {
+        self.marks
+            .values()
+            .filter(|m| m.promoted)
+            .map(|m| m.first)
+            .fold(self.checkpoint + 1, u64::min)
     }
 
     /// Conversations with uncovered events, and how many of them have their own `p` key.
@@ -290,6 +309,16 @@ fn decode_record(
         })
         .collect::<Result<_, StorageError>>()?;
     Ok((last, conversations))
+}
+
+/// `latest`, then (since the journal stores events in batches) the first uncovered event; a
+/// `p` key of an older release has only `latest`, and its first is unknown: 0.
+fn decode_promoted(key: &[u8], value: &[u8]) -> Result<(u64, u64), StorageError> {
+    match value.len() {
+        8 => Ok((decode_seq(key, value)?, 0)),
+        16 => Ok((decode_seq(key, &value[..8])?, decode_seq(key, &value[8..])?)),
+        _ => Err(corrupt(key, "a promoted mark is 8 or 16 bytes")),
+    }
 }
 
 fn parse_conversation(key: &[u8], name: &[u8]) -> Result<ConversationKey, StorageError> {
