@@ -39,16 +39,79 @@ pub(super) fn batch_key(first: u64) -> [u8; 9] {
     key
 }
 
-/// `events` in sequence order, at least one.
-pub(super) fn encode_batch(events: &[StoredEvent]) -> Vec<u8> {
+/// `events` in sequence order, at least one. Returns the value, and where in it each event is.
+pub(super) fn encode_batch(events: &[StoredEvent]) -> (Vec<u8>, Vec<Span>) {
     let last = events.last().map_or(0, |e| e.seq);
     let newest = events.iter().map(|e| e.received_at_ms).max().unwrap_or(0);
     let mut value = Vec::with_capacity(16 + events.len() * 600);
     value.extend_from_slice(&last.to_be_bytes());
     value.extend_from_slice(&newest.to_be_bytes());
-    // unwrap: serialising strings, integers and already-valid JSON cannot fail.
-    serde_json::to_writer(&mut value, events).unwrap();
-    value
+    let mut spans = Vec::with_capacity(events.len());
+    value.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            value.push(b',');
+        }
+        let start = value.len();
+        // unwrap: serialising strings, integers and already-valid JSON cannot fail.
+        serde_json::to_writer(&mut value, event).unwrap();
+        spans.push(Span::new(start, value.len()));
+    }
+    value.push(b']');
+    (value, spans)
+}
+
+/// Where one event's JSON is in its batch's value (a batch is far below 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Self {
+        Self {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+}
+
+/// The one event of a batch at `span`, which must be `seq`.
+pub(super) fn decode_at(
+    key: &[u8],
+    value: &[u8],
+    span: Span,
+    seq: u64,
+) -> Result<StoredEvent, StorageError> {
+    let json = value
+        .get(span.start as usize..span.end as usize)
+        .ok_or_else(|| corrupt(key, "an indexed event is past the batch's end"))?;
+    let event: StoredEvent = serde_json::from_slice(json).map_err(|e| corrupt(key, e))?;
+    if event.seq != seq {
+        return Err(corrupt(
+            key,
+            format!("event {} where {seq} was indexed", event.seq),
+        ));
+    }
+    Ok(event)
+}
+
+/// Every event of a batch with where it is, for rebuilding the index.
+pub(super) fn decode_spans(
+    key: &[u8],
+    value: &[u8],
+) -> Result<Vec<(StoredEvent, Span)>, StorageError> {
+    batch_header(key, value)?;
+    let raw: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(&value[16..]).map_err(|e| corrupt(key, e))?;
+    raw.into_iter()
+        .map(|json| {
+            let event = serde_json::from_str(json.get()).map_err(|e| corrupt(key, e))?;
+            let start = json.get().as_ptr() as usize - value.as_ptr() as usize;
+            Ok((event, Span::new(start, start + json.get().len())))
+        })
+        .collect()
 }
 
 /// (last seq, newest `received_at_ms`), without reading the events.
@@ -100,7 +163,7 @@ pub(super) fn rewrite_legacy(tree: &sled::Tree) -> Result<usize, StorageError> {
         let (chunk, after) = rest.split_at_mut(rest.len().min(LEGACY_PER_BATCH));
         let mut batch = sled::Batch::default();
         let events: Vec<StoredEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
-        batch.insert(&batch_key(events[0].seq), encode_batch(&events));
+        batch.insert(&batch_key(events[0].seq), encode_batch(&events).0);
         for (key, _) in chunk.iter() {
             batch.remove(key.clone());
         }
@@ -110,18 +173,28 @@ pub(super) fn rewrite_legacy(tree: &sled::Tree) -> Result<usize, StorageError> {
     Ok(rewritten)
 }
 
-/// Where each uncovered event of each chat is: (seq, first seq of its batch), oldest first.
+/// Where one uncovered event is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place {
+    pub seq: u64,
+    /// The first sequence number of its batch.
+    pub batch: u64,
+    pub span: Span,
+}
+
+/// Where each uncovered event of each chat is, oldest first: a conversation that starts reads
+/// only its own events, not the whole batches they share with other chats.
 #[derive(Debug, Default)]
 pub(super) struct UncoveredIndex {
-    chats: HashMap<ConversationKey, Vec<(u64, u64)>>,
+    chats: HashMap<ConversationKey, Vec<Place>>,
 }
 
 impl UncoveredIndex {
-    pub fn add(&mut self, conversation: &ConversationKey, seq: u64, batch: u64) {
+    pub fn add(&mut self, conversation: &ConversationKey, place: Place) {
         match self.chats.get_mut(conversation) {
-            Some(events) => events.push((seq, batch)),
+            Some(events) => events.push(place),
             None => {
-                self.chats.insert(conversation.clone(), vec![(seq, batch)]);
+                self.chats.insert(conversation.clone(), vec![place]);
             }
         }
     }
@@ -129,7 +202,7 @@ impl UncoveredIndex {
     /// A snapshot covers the chat's events up to `applied`.
     pub fn covered(&mut self, conversation: &ConversationKey, applied: u64) {
         if let Some(events) = self.chats.get_mut(conversation) {
-            events.retain(|(seq, _)| *seq > applied);
+            events.retain(|place| place.seq > applied);
             if events.is_empty() {
                 self.chats.remove(conversation);
             }
@@ -138,25 +211,64 @@ impl UncoveredIndex {
 
     /// The chat's first uncovered event.
     pub fn first(&self, conversation: &ConversationKey) -> Option<u64> {
-        self.chats.get(conversation)?.first().map(|(seq, _)| *seq)
+        self.chats.get(conversation)?.first().map(|place| place.seq)
     }
 
-    /// The batches holding the chat's events after `after`, oldest first, each once.
-    pub fn batches_after(&self, conversation: &ConversationKey, after: u64) -> Vec<u64> {
-        let mut batches: Vec<u64> = self
-            .chats
+    /// Where the chat's events after `after` are, oldest first.
+    pub fn after(&self, conversation: &ConversationKey, after: u64) -> Vec<Place> {
+        self.chats
             .get(conversation)
             .into_iter()
             .flatten()
-            .filter(|(seq, _)| *seq > after)
-            .map(|(_, batch)| *batch)
-            .collect();
-        batches.dedup();
-        batches
+            .filter(|place| place.seq > after)
+            .copied()
+            .collect()
     }
 
     /// How many events are indexed.
     pub fn events(&self) -> usize {
         self.chats.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linedesk_actors::domain::{AccountId, LineSource};
+    use serde_json::value::RawValue;
+
+    fn stored(seq: u64, user: &str, text: &str) -> StoredEvent {
+        StoredEvent {
+            v: super::super::JOURNAL_FORMAT_VERSION,
+            seq,
+            conversation: ConversationKey::new(
+                AccountId::parse("demo").unwrap(),
+                LineSource::user(user).unwrap(),
+            ),
+            received_at_ms: 1_000 + seq as i64,
+            event: RawValue::from_string(format!(r#"{{"text":"{text}, \"quoted\" [1]"}}"#))
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_event_is_read_alone_where_the_batch_says_and_the_spans_are_found_again() {
+        let events = [stored(7, "Ua", "a"), stored(8, "Ub", "b"), stored(9, "Ua", "c")];
+        let (value, spans) = encode_batch(&events);
+        let key = batch_key(7);
+        assert_eq!(batch_header(&key, &value).unwrap(), (9, 1_009));
+        for (event, span) in events.iter().zip(&spans) {
+            let read = decode_at(&key, &value, *span, event.seq).unwrap();
+            assert_eq!(read.event.get(), event.event.get());
+            assert_eq!(read.conversation, event.conversation);
+        }
+        let again = decode_spans(&key, &value).unwrap();
+        let found: Vec<Span> = again.iter().map(|(_, span)| *span).collect();
+        assert_eq!(found, spans, "rebuilt at open, the same places");
+        assert_eq!(decode_batch(&key, &value).unwrap().len(), 3);
+        assert!(
+            decode_at(&key, &value, spans[1], 7).is_err(),
+            "an index pointing at another event is an error, not a wrong event"
+        );
     }
 }

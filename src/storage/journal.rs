@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::event_batches::{self as batches, UncoveredIndex, PRUNE_PER_PASS};
+use super::event_batches::{self as batches, Place, UncoveredIndex, PRUNE_PER_PASS};
 use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
@@ -321,30 +321,31 @@ impl Journal {
         conversation: &ConversationKey,
         after: u64,
     ) -> impl Iterator<Item = Result<StoredEvent, StorageError>> {
-        let batch_firsts = self
+        let places = self
             .inner
             .index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .batches_after(conversation, after);
-        let mut found = Vec::new();
-        for first in batch_firsts {
-            let key = batches::batch_key(first);
-            let events = match self.inner.tree.get(key) {
-                Ok(Some(value)) => batches::decode_batch(&key, &value),
-                Ok(None) => Err(corrupt(&key, "an uncovered event's batch is missing")),
-                Err(e) => Err(e.into()),
-            };
-            match events {
-                Ok(events) => found.extend(
-                    events
-                        .into_iter()
-                        .filter(|e| e.seq > after && e.conversation == *conversation)
-                        .map(Ok),
-                ),
-                Err(e) => found.push(Err(e)),
+            .after(conversation, after);
+        // Consecutive events of a chat often share a batch: each is read once.
+        let mut batch: Option<(u64, sled::IVec)> = None;
+        let mut read = |place: Place| -> Result<StoredEvent, StorageError> {
+            let key = batches::batch_key(place.batch);
+            if batch
+                .as_ref()
+                .is_none_or(|(first, _)| *first != place.batch)
+            {
+                let value = self
+                    .inner
+                    .tree
+                    .get(key)?
+                    .ok_or_else(|| corrupt(&key, "an uncovered event's batch is missing"))?;
+                batch = Some((place.batch, value));
             }
-        }
+            let (_, value) = batch.as_ref().expect("just read");
+            batches::decode_at(&key, value, place.span, place.seq)
+        };
+        let found: Vec<_> = places.into_iter().map(&mut read).collect();
         found.into_iter()
     }
 
@@ -658,10 +659,8 @@ impl Writer {
             outcomes.push(outcome);
         }
         if seq != first_seq {
-            batch.insert(
-                &batches::batch_key(first_seq + 1),
-                batches::encode_batch(&records),
-            );
+            let (value, places) = batches::encode_batch(&records);
+            batch.insert(&batches::batch_key(first_seq + 1), value);
             batch.insert(LAST_SEQ, &seq.to_be_bytes());
             // Held until the batch is applied, so that a checkpoint is never computed from
             // marks of a batch sled has not taken yet. If applying fails, the marks of its
@@ -674,8 +673,13 @@ impl Writer {
             drop(uncovered);
             // Before the registry hears of them: a conversation that reads the journal finds them.
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            for record in &records {
-                index.add(&record.conversation, record.seq, first_seq + 1);
+            for (record, span) in records.iter().zip(places) {
+                let place = Place {
+                    seq: record.seq,
+                    batch: first_seq + 1,
+                    span,
+                };
+                index.add(&record.conversation, place);
             }
             drop(index);
             self.last_seq.store(seq, Ordering::SeqCst);
@@ -713,13 +717,18 @@ fn index_uncovered(
     }
     for entry in batches::batches_from(tree, uncovered.covered_below())? {
         let (key, value) = entry?;
-        let first = batches::batch_first(&key)?;
-        for event in batches::decode_batch(&key, &value)? {
+        let batch = batches::batch_first(&key)?;
+        for (event, span) in batches::decode_spans(&key, &value)? {
             if uncovered
                 .first_uncovered(&event.conversation)
                 .is_some_and(|from| event.seq >= from)
             {
-                index.add(&event.conversation, event.seq, first);
+                let place = Place {
+                    seq: event.seq,
+                    batch,
+                    span,
+                };
+                index.add(&event.conversation, place);
             }
         }
     }
