@@ -14,10 +14,14 @@
 //! - `o` conversation-id           → [`ConversationSummary`] of every conversation not closed,
 //!   read at start-up to rebuild routing (queues and agents' loads); a save written key by key
 //!   leaves it as it is (routing reads nothing that such a save changes), so its counts lag
-//! - `x` chat `\0` number(be u32) index(be u32) → one [`TranscriptEntry`] of the open
-//!   conversation, JSON. The snapshot (format 2) leaves the transcript out, so a save writes only
-//!   the entries that changed, not the whole of a conversation open for days. Dropped when
-//!   the conversation closes: its archive holds them.
+//! - `x` chat `\0` number(be u32) index(be u32) → a run of [`TranscriptEntry`]s of the open
+//!   conversation starting at `index`, as a JSON array (snapshot format 5; format 4 wrote one
+//!   entry, a JSON object, per key). The snapshot (format 2) leaves the transcript out, so a
+//!   save writes only the entries that changed, not the whole of a conversation open for days,
+//!   and writes them as one key: a conversation saved every `snapshot_every` customer messages
+//!   writes one key, not fifty, into its chat's part of the tree. A later run overrides the
+//!   entries of an earlier one from its index on. Dropped when the conversation closes: its
+//!   archive holds them.
 //!
 //! A save that changes routing, status or an existing entry writes the snapshot and its index
 //! entries in one batch; a save that only adds entries writes them key by key, in an order a
@@ -187,15 +191,49 @@ impl SledConversationStore {
     /// counts them (entries past those are from a save a crash cut short).
     fn transcript(&self, id: &ConversationId, len: Option<u32>) -> Result<Transcript, StoreError> {
         let start = transcript_key(id, 0);
-        let end = transcript_key(id, u32::MAX as usize);
-        let entries = self
-            .tree
-            .range(start..=end)
-            .values()
-            .take(len.map_or(usize::MAX, |len| len as usize))
-            .map(|value| decode::<TranscriptEntry>(&value.map_err(sled_error)?, "transcript entry"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let end = transcript_key(id, len.map_or(u32::MAX as usize, |len| len as usize));
+        let mut entries: Vec<TranscriptEntry> = Vec::new();
+        // Runs in key order, that is by the index they start at; runs starting at or past `len`
+        // are the cut save's.
+        for run in self.tree.range(start..end) {
+            let (key, value) = run.map_err(sled_error)?;
+            let at = transcript_index(&key);
+            if at > entries.len() {
+                return Err(StoreError(format!(
+                    "transcript of {id} has no entry {} before a run at {at}",
+                    entries.len()
+                )));
+            }
+            entries.truncate(at);
+            if value.first() == Some(&b'[') {
+                entries.extend(decode::<Vec<TranscriptEntry>>(
+                    &value,
+                    "transcript entries",
+                )?);
+            } else {
+                entries.push(decode(&value, "transcript entry")?);
+            }
+        }
+        if let Some(len) = len {
+            entries.truncate(len as usize);
+        }
         Ok(Transcript::saved(entries))
+    }
+
+    /// Removes the runs of `id` starting after `from`: a save rewriting the entries from `from`
+    /// on supersedes them.
+    fn drop_runs_after(
+        &self,
+        id: &ConversationId,
+        from: usize,
+        writes: &mut Vec<Write>,
+    ) -> Result<(), StoreError> {
+        let start = transcript_key(id, from + 1);
+        let end = transcript_key(id, u32::MAX as usize);
+        for key in self.tree.range(start..=end).keys() {
+            writes.push(Write::Delete(key.map_err(sled_error)?.to_vec()));
+        }
+        Ok(())
     }
 
     /// Removes the transcript entries of the chat's conversations other than number `keep`.
@@ -402,10 +440,14 @@ impl SledConversationStore {
                     // may stay behind.
                     self.drop_transcripts(&state.key, Some(conversation.id.number), &mut writes)?;
                 }
-                for (index, entry) in (from..).zip(changed) {
+                if !key_by_key {
+                    // Entries may have changed: runs after `from` hold older copies of them.
+                    self.drop_runs_after(&conversation.id, from, &mut writes)?;
+                }
+                if !changed.is_empty() {
                     writes.push(Write::Put(
-                        transcript_key(&conversation.id, index),
-                        encode(entry),
+                        transcript_key(&conversation.id, from),
+                        encode(&changed),
                     ));
                 }
                 state.saved_transcript_len = Some(conversation.transcript.len() as u32);
@@ -661,6 +703,14 @@ fn transcript_key(id: &ConversationId, index: usize) -> Vec<u8> {
     k
 }
 
+/// The entry index a transcript key ends with.
+fn transcript_index(key: &[u8]) -> usize {
+    let tail: [u8; 4] = key[key.len().saturating_sub(4)..]
+        .try_into()
+        .unwrap_or_default();
+    u32::from_be_bytes(tail) as usize
+}
+
 fn index_key(id: &ConversationId) -> Vec<u8> {
     let mut k = chat_prefix(&id.key);
     k.push(0);
@@ -765,13 +815,18 @@ mod tests {
             !String::from_utf8_lossy(&snapshot).contains("message 1"),
             "the snapshot leaves the transcript out"
         );
-        assert_eq!(transcript_keys(&store), 3);
+        assert_eq!(transcript_keys(&store), 1, "one run of three entries");
         let current = state.current.as_ref().unwrap();
         assert_eq!(current.transcript.changed().0, 3, "all saved");
 
         state.apply(&text(4, "message 4"), &settings());
         assert_eq!(state.current.as_ref().unwrap().transcript.changed().0, 3);
         store.save(&mut state).unwrap();
+        assert_eq!(
+            transcript_keys(&store),
+            2,
+            "the added entry is a run of its own"
+        );
         let mut loaded = store.load(&key()).unwrap().unwrap();
         assert_eq!(loaded, state);
         assert_eq!(previews(&loaded)[3], "message 4");
@@ -788,7 +843,42 @@ mod tests {
         let again = store.load(&key()).unwrap().unwrap();
         let entry = &again.current.as_ref().unwrap().transcript[1];
         assert!(entry.unsent && entry.content.is_none());
-        assert_eq!(transcript_keys(&store), 4);
+        assert_eq!(again, loaded);
+        // The entries from the changed one on are one run; the run after it went.
+        assert_eq!(transcript_keys(&store), 2);
+    }
+
+    #[test]
+    fn entries_of_a_format_4_snapshot_one_key_each_are_read_and_a_run_overrides_them() {
+        let (_dir, store) = store();
+        let mut state = ConversationState::new(key());
+        for seq in 1..=3 {
+            state.apply(&text(seq, &format!("message {seq}")), &settings());
+        }
+        store.save(&mut state).unwrap();
+        let id = state.current.as_ref().unwrap().id.clone();
+        // As format 4 stored them: one JSON object per key.
+        let entries: Vec<TranscriptEntry> = state.current.as_ref().unwrap().transcript.to_vec();
+        store.tree.remove(transcript_key(&id, 0)).unwrap();
+        for (index, entry) in entries.iter().enumerate() {
+            store
+                .tree
+                .insert(transcript_key(&id, index), encode(entry))
+                .unwrap();
+        }
+        let mut loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(loaded, state);
+
+        let unsend = Inbound {
+            kind: InboundKind::Unsend {
+                message_id: "m2".into(),
+            },
+            ..text(4, "")
+        };
+        loaded.apply(&unsend, &settings());
+        store.save(&mut loaded).unwrap();
+        assert_eq!(store.load(&key()).unwrap().unwrap(), loaded);
+        assert_eq!(transcript_keys(&store), 2, "entry 0, then a run from 1");
     }
 
     #[test]
@@ -822,7 +912,7 @@ mod tests {
         state.apply(&text(1, "hello"), &settings());
         state.apply(&text(2, "anyone?"), &settings());
         store.save(&mut state).unwrap();
-        assert_eq!(transcript_keys(&store), 2);
+        assert_eq!(transcript_keys(&store), 1);
 
         let effects = state.tick(T0 + 60_000, &settings());
         let archived = effects
@@ -1011,9 +1101,10 @@ mod tests {
         next.current.as_mut().unwrap().deadline_ms = Some(moved);
         let plan = store.plan_save(&mut next.clone()).unwrap();
         assert!(plan.key_by_key, "{:?}", plan.writes);
-        // Two entries, the new timer entry, the snapshot, the list entry, the old timer entry.
+        // The two entries as one run, the new timer entry, the snapshot, the list entry, the old
+        // timer entry.
         let writes = plan.writes.len();
-        assert_eq!(writes, 6, "{:?}", plan.writes);
+        assert_eq!(writes, 5, "{:?}", plan.writes);
         let mut after = next.clone();
         {
             let (_dir, full) = store_with(&saved);
@@ -1025,7 +1116,7 @@ mod tests {
             let (_dir, store) = store_with(&saved);
             write_first(&store, store.plan_save(&mut next.clone()).unwrap(), cut);
             let loaded = store.load(&key()).unwrap().unwrap();
-            let expected = if cut >= 4 { &after } else { &saved };
+            let expected = if cut >= 3 { &after } else { &saved };
             assert_eq!(&loaded, expected, "cut after {cut} writes");
             assert_eq!(
                 store.open_conversations_after(None, 10).unwrap(),
@@ -1045,7 +1136,7 @@ mod tests {
 
             // Whatever the cut, the next save leaves the store as a whole save would have.
             let mut resumed = loaded;
-            if cut < 4 {
+            if cut < 3 {
                 resumed.apply(&text(3, "hello??"), &settings());
                 resumed.apply(&text(4, "still there?"), &settings());
                 resumed.current.as_mut().unwrap().deadline_ms = Some(moved);
@@ -1056,7 +1147,7 @@ mod tests {
                 after,
                 "cut after {cut}"
             );
-            assert_eq!(transcript_keys(&store), 4);
+            assert_eq!(transcript_keys(&store), 2);
         }
     }
 

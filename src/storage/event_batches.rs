@@ -253,7 +253,11 @@ mod tests {
 
     #[test]
     fn each_event_is_read_alone_where_the_batch_says_and_the_spans_are_found_again() {
-        let events = [stored(7, "Ua", "a"), stored(8, "Ub", "b"), stored(9, "Ua", "c")];
+        let events = [
+            stored(7, "Ua", "a"),
+            stored(8, "Ub", "b"),
+            stored(9, "Ua", "c"),
+        ];
         let (value, spans) = encode_batch(&events);
         let key = batch_key(7);
         assert_eq!(batch_header(&key, &value).unwrap(), (9, 1_009));

@@ -25,7 +25,9 @@ use crate::domain::{
 /// before, the sled store kept it under a key of its own.
 /// 4: the snapshot says how many transcript entries it covers
 /// ([`ConversationState::saved_transcript_len`]): a save may be written key by key.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+/// 5: the sled store writes the entries a save adds or changes as one key (a run of entries),
+/// where format 4 wrote a key per entry; both are read.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 
 mod transcript;
 
