@@ -46,7 +46,7 @@ fn through_actors(c: &mut Criterion) {
             System::new().block_on(async move {
                 let dir = tempfile::tempdir().unwrap();
                 let db = sled::Config::new().path(dir.path()).open().unwrap();
-                let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+                let journal = Journal::open(db.clone(), dir.path(), Durability::Os).unwrap();
                 let store = SledConversationStore::open(&db, journal.clone()).unwrap();
                 let runtime = RuntimeSettings {
                     snapshot_every: 50,
@@ -123,7 +123,7 @@ fn save_one_more_message(c: &mut Criterion) {
     for n in [20u64, 200, 1_000] {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+        let journal = Journal::open(db.clone(), dir.path(), Durability::Os).unwrap();
         let store = SledConversationStore::open(&db, journal).unwrap();
         let mut state = ConversationState::new(key(1));
         for seq in 1..=n {

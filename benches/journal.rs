@@ -63,7 +63,7 @@ fn append_and_commit(c: &mut Criterion) {
                     System::new().block_on(async move {
                         let dir = tempfile::tempdir().unwrap();
                         let db = open_db(dir.path());
-                        let journal = Journal::open(db, durability).unwrap();
+                        let journal = Journal::open(db, dir.path(), durability).unwrap();
                         let account = AccountId::parse("demo").unwrap();
                         let mut next = 0u64;
                         let start = Instant::now();

@@ -107,7 +107,7 @@ fn open(path: &Path, cache: u64) -> (Journal, SledConversationStore) {
     storage.path = path.to_owned();
     storage.cache_capacity_bytes = cache;
     let db = storage.open().unwrap();
-    let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+    let journal = Journal::open(db.clone(), path, Durability::Os).unwrap();
     let store = SledConversationStore::open(&db, journal.clone()).unwrap();
     (journal, store)
 }

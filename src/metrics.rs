@@ -259,6 +259,12 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "linedesk_journal_event_segments",
+            "Segment files of the journal's event log (each up to 32 MiB).",
+            journal.event_segments().to_string(),
+        );
+        gauge(
+            &mut out,
             "linedesk_journal_uncovered_events",
             "Journal events no snapshot covers yet, indexed in memory by chat.",
             journal.uncovered_events().to_string(),

@@ -65,8 +65,13 @@ impl Application {
             redelivery_window_days: settings.storage.redelivery_window_days,
             event_secs: settings.storage.journal_retention_secs,
         };
-        let journal = Journal::open_expiring(db.clone(), settings.storage.durability, retention)
-            .context("cannot read the journal")?;
+        let journal = Journal::open_expiring(
+            db.clone(),
+            &settings.storage.path,
+            settings.storage.durability,
+            retention,
+        )
+        .context("cannot read the journal")?;
         let conversations = SledConversationStore::open(&db, journal.clone())
             .context("cannot open the conversation store")?;
         // Start order: the router first (agents and conversations report to it), then the

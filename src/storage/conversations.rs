@@ -753,7 +753,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, SledConversationStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let journal = Journal::open(db.clone(), Durability::Os).unwrap();
+        let journal = Journal::open(db.clone(), dir.path(), Durability::Os).unwrap();
         (dir, SledConversationStore::open(&db, journal).unwrap())
     }
 

@@ -4,8 +4,9 @@
 //!
 //! Layout (one sled tree, so that one `apply_batch` writes a batch of events, their redelivery
 //! checks and the marks of uncovered conversations atomically):
-//! - `b` first-seq(be u64) → the batch's [`StoredEvent`]s, each exactly as received (see
-//!   [`super::event_batches`], which also keeps the index of each chat's uncovered events)
+//! The events themselves, exactly as received, are in segment files beside the database (see
+//! [`super::event_log`], which also keeps the index of each chat's uncovered events). The tree
+//! holds:
 //! - `w` day account `\0` webhookEventId, and `d`, `mupg`: the redelivery checks (see
 //!   [`super::redelivery`])
 //! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
@@ -16,6 +17,7 @@
 //! a snapshot covers it and it is older than `storage.journal_retention_secs`.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::event_batches::{self as batches, Place, UncoveredIndex, PRUNE_PER_PASS};
+use super::event_log::{EventLog, UncoveredIndex, SEGMENT_BYTES};
 use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
@@ -119,6 +121,7 @@ struct Inner {
     listener: Listener,
     uncovered: Arc<Mutex<Uncovered>>,
     index: Arc<Mutex<UncoveredIndex>>,
+    log: Arc<Mutex<EventLog>>,
     checks: Arc<RedeliveryChecks>,
     /// `storage.journal_retention_secs` in ms; 0 keeps every event.
     event_retention_ms: i64,
@@ -148,9 +151,10 @@ impl Drop for Inner {
 }
 
 impl Journal {
-    /// Keeps every event and every redelivery check.
-    pub fn open(db: sled::Db, durability: Durability) -> Result<Self, StorageError> {
-        Self::open_expiring(db, durability, JournalRetention::default())
+    /// Keeps every event and every redelivery check. `dir` is the database's folder: the
+    /// events go to its `events` folder.
+    pub fn open(db: sled::Db, dir: &Path, durability: Durability) -> Result<Self, StorageError> {
+        Self::open_expiring(db, dir, durability, JournalRetention::default())
     }
 
     /// Redelivery checks of events whose `timestamp` is more than `redelivery_window_days` old
@@ -159,36 +163,45 @@ impl Journal {
     /// for events).
     pub fn open_expiring(
         db: sled::Db,
+        dir: &Path,
         durability: Durability,
         retention: JournalRetention,
     ) -> Result<Self, StorageError> {
-        Self::open_with(db, durability, super::uncovered::PROMOTE_AFTER, retention)
+        let options = Options {
+            promote_after: super::uncovered::PROMOTE_AFTER,
+            segment_bytes: SEGMENT_BYTES,
+        };
+        Self::open_with(db, dir, durability, retention, options)
     }
 
     fn open_with(
         db: sled::Db,
+        dir: &Path,
         durability: Durability,
-        promote_after: u64,
         retention: JournalRetention,
+        options: Options,
     ) -> Result<Self, StorageError> {
         let tree = db.open_tree(TREE)?;
-        let rewritten = batches::rewrite_legacy(&tree)?;
-        if rewritten > 0 {
-            tracing::info!(
-                events = rewritten,
-                "journal events of an older release stored as batches"
-            );
-        }
         let last_seq = match tree.get(LAST_SEQ)? {
             Some(v) => decode_seq(LAST_SEQ, &v)?,
             None => 0,
         };
+        let sync = durability == Durability::Flush;
+        let mut log = EventLog::open(&dir.join("events"), last_seq, sync, options.segment_bytes)?;
+        let rewritten = rewrite_legacy(&tree, &mut log)?;
+        if rewritten > 0 {
+            tracing::info!(
+                events = rewritten,
+                "journal events of an older release moved to the event log"
+            );
+        }
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
-        let uncovered = Uncovered::load(&tree, promote_after)?;
-        let index = Arc::new(Mutex::new(index_uncovered(&tree, &uncovered)?));
+        let uncovered = Uncovered::load(&tree, options.promote_after)?;
+        let index = Arc::new(Mutex::new(index_uncovered(&log, &uncovered)?));
         let uncovered = Arc::new(Mutex::new(uncovered));
+        let log = Arc::new(Mutex::new(log));
         let checks = Arc::new(RedeliveryChecks::open(
             &tree,
             linedesk_actors::conversation::now_ms(),
@@ -204,6 +217,7 @@ impl Journal {
             listener: listener.clone(),
             uncovered: uncovered.clone(),
             index: index.clone(),
+            log: log.clone(),
             checks: checks.clone(),
             event_retention_ms,
             next_expiry: std::time::Instant::now(),
@@ -225,6 +239,7 @@ impl Journal {
                 listener,
                 uncovered,
                 index,
+                log,
                 checks,
                 event_retention_ms,
             }),
@@ -309,6 +324,7 @@ impl Journal {
 
     /// Flushes everything to disk; used at shutdown.
     pub async fn flush(&self) -> Result<(), StorageError> {
+        self.log().sync()?;
         self.inner.db.flush_async().await?;
         Ok(())
     }
@@ -327,52 +343,41 @@ impl Journal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .after(conversation, after);
-        // Consecutive events of a chat often share a batch: each is read once.
-        let mut batch: Option<(u64, sled::IVec)> = None;
-        let mut read = |place: Place| -> Result<StoredEvent, StorageError> {
-            let key = batches::batch_key(place.batch);
-            if batch
-                .as_ref()
-                .is_none_or(|(first, _)| *first != place.batch)
-            {
-                let value = self
-                    .inner
-                    .tree
-                    .get(key)?
-                    .ok_or_else(|| corrupt(&key, "an uncovered event's batch is missing"))?;
-                batch = Some((place.batch, value));
-            }
-            let (_, value) = batch.as_ref().expect("just read");
-            batches::decode_at(&key, value, place.span, place.seq)
+        let found = self.log().read(&places);
+        let found: Vec<_> = match found {
+            Ok(events) => events.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
         };
-        let found: Vec<_> = places.into_iter().map(&mut read).collect();
         found.into_iter()
     }
 
     /// Every stored event, in sequence order. For tools and tests; it reads the whole journal.
-    pub fn all_events(&self) -> impl Iterator<Item = Result<StoredEvent, StorageError>> + '_ {
-        self.inner
-            .tree
-            .scan_prefix([batches::BATCH])
-            .flat_map(|entry| match entry {
-                Ok((key, value)) => match batches::decode_batch(&key, &value) {
-                    Ok(events) => events.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                },
-                Err(e) => vec![Err(e.into())],
-            })
+    pub fn all_events(&self) -> impl Iterator<Item = Result<StoredEvent, StorageError>> {
+        let events: Vec<_> = match self.log().records_from(0) {
+            Ok(records) => records
+                .into_iter()
+                .flat_map(|r| r.events)
+                .map(|(event, _)| Ok(event))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        events.into_iter()
     }
 
-    /// Removes up to [`PRUNE_PER_PASS`] batches whose events are all covered by snapshots and
-    /// were all received more than `storage.journal_retention_secs` before `now_ms`; the writer
-    /// does it every minute and when idle. Returns how many batches went.
+    /// Removes the oldest segment files whose events are all covered by snapshots and were
+    /// received more than `storage.journal_retention_secs` before `now_ms`; the writer does it
+    /// every minute and when idle. Returns how many files went.
     pub fn prune_events(&self, now_ms: i64) -> Result<usize, StorageError> {
         prune(
-            &self.inner.tree,
+            &self.inner.log,
             &self.inner.uncovered,
             self.inner.event_retention_ms,
             now_ms,
         )
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, EventLog> {
+        self.inner.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the event with this `webhookEventId` and `timestamp` has been stored for
@@ -443,6 +448,11 @@ impl Journal {
             .events()
     }
 
+    /// How many segment files the event log has.
+    pub fn event_segments(&self) -> usize {
+        self.log().segments()
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.inner.last_seq.load(Ordering::SeqCst)
     }
@@ -467,9 +477,18 @@ struct Writer {
     listener: Listener,
     uncovered: Arc<Mutex<Uncovered>>,
     index: Arc<Mutex<UncoveredIndex>>,
+    log: Arc<Mutex<EventLog>>,
     checks: Arc<RedeliveryChecks>,
     event_retention_ms: i64,
     next_expiry: std::time::Instant,
+}
+
+/// What tests shorten.
+struct Options {
+    /// [`super::uncovered::PROMOTE_AFTER`].
+    promote_after: u64,
+    /// [`SEGMENT_BYTES`].
+    segment_bytes: u64,
 }
 
 impl Writer {
@@ -514,8 +533,8 @@ impl Writer {
         }
     }
 
-    /// Between batches: a pass of at most 2,000 check removals and 1,000 batch removals, then,
-    /// if one was full, another after [`EXPIRE_AGAIN_AFTER`] (so that appends go on
+    /// Between batches: a pass of at most 2,000 check removals, then, if it was full, another
+    /// after [`EXPIRE_AGAIN_AFTER`] (so that appends go on
     /// meanwhile), else in a minute.
     fn expire_when_due(&mut self) {
         let now = std::time::Instant::now();
@@ -539,24 +558,18 @@ impl Writer {
                 tracing::warn!(error.message = %e, "could not remove expired redelivery checks")
             }
         }
-        if self.prune() == PRUNE_PER_PASS {
-            self.next_expiry = now + EXPIRE_AGAIN_AFTER;
-        }
+        self.prune();
     }
 
-    /// Returns how many batches went.
-    fn prune(&self) -> usize {
+    fn prune(&self) {
         let now = linedesk_actors::conversation::now_ms();
-        match prune(&self.tree, &self.uncovered, self.event_retention_ms, now) {
+        match prune(&self.log, &self.uncovered, self.event_retention_ms, now) {
+            Ok(0) => {}
             Ok(removed) => {
-                if removed > 0 {
-                    tracing::debug!(batches = removed, "covered events past retention removed");
-                }
-                removed
+                tracing::debug!(segments = removed, "covered events past retention removed")
             }
             Err(e) => {
-                tracing::warn!(error.message = %e, "could not remove events past retention");
-                0
+                tracing::warn!(error.message = %e, "could not remove events past retention")
             }
         }
     }
@@ -659,8 +672,9 @@ impl Writer {
             outcomes.push(outcome);
         }
         if seq != first_seq {
-            let (value, places) = batches::encode_batch(&records);
-            batch.insert(&batches::batch_key(first_seq + 1), value);
+            // Before sled names them: see the event log's consistency rule.
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let places = log.append(&records, self.event_retention_ms)?;
             batch.insert(LAST_SEQ, &seq.to_be_bytes());
             // Held until the batch is applied, so that a checkpoint is never computed from
             // marks of a batch sled has not taken yet. If applying fails, the marks of its
@@ -669,16 +683,17 @@ impl Writer {
             uncovered
                 .batch(first_seq + 1, seq, &spans)
                 .into_batch(&mut batch);
-            self.tree.apply_batch(batch)?;
+            if let Err(e) = self.tree.apply_batch(batch) {
+                if let Err(undo) = log.undo_last(&places) {
+                    tracing::error!(error.message = %undo, "could not remove a failed batch's events from the event log");
+                }
+                return Err(e.into());
+            }
+            drop(log);
             drop(uncovered);
             // Before the registry hears of them: a conversation that reads the journal finds them.
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            for (record, span) in records.iter().zip(places) {
-                let place = Place {
-                    seq: record.seq,
-                    batch: first_seq + 1,
-                    span,
-                };
+            for (record, place) in records.iter().zip(places) {
                 index.add(&record.conversation, place);
             }
             drop(index);
@@ -706,28 +721,18 @@ impl Writer {
 }
 
 /// The index of the events the last run left uncovered: those of the conversations with a
-/// mark, from each one's first uncovered event, read from the batches after the oldest.
-fn index_uncovered(
-    tree: &sled::Tree,
-    uncovered: &Uncovered,
-) -> Result<UncoveredIndex, StorageError> {
+/// mark, from each one's first uncovered event, read from the records after the oldest.
+fn index_uncovered(log: &EventLog, uncovered: &Uncovered) -> Result<UncoveredIndex, StorageError> {
     let mut index = UncoveredIndex::default();
     if uncovered.counts().0 == 0 {
         return Ok(index);
     }
-    for entry in batches::batches_from(tree, uncovered.covered_below())? {
-        let (key, value) = entry?;
-        let batch = batches::batch_first(&key)?;
-        for (event, span) in batches::decode_spans(&key, &value)? {
+    for record in log.records_from(uncovered.covered_below())? {
+        for (event, place) in record.events {
             if uncovered
                 .first_uncovered(&event.conversation)
                 .is_some_and(|from| event.seq >= from)
             {
-                let place = Place {
-                    seq: event.seq,
-                    batch,
-                    span,
-                };
                 index.add(&event.conversation, place);
             }
         }
@@ -735,36 +740,56 @@ fn index_uncovered(
     Ok(index)
 }
 
-/// Removes the oldest batches while each is covered and past retention (see
-/// [`Journal::prune_events`]); stops at the first that is not, since later ones are newer.
+/// See [`Journal::prune_events`].
 fn prune(
-    tree: &sled::Tree,
+    log: &Mutex<EventLog>,
     uncovered: &Mutex<Uncovered>,
     retention_ms: i64,
     now_ms: i64,
 ) -> Result<usize, StorageError> {
-    if retention_ms == 0 {
-        return Ok(0);
-    }
     let covered_below = uncovered
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .covered_below();
-    let mut batch = sled::Batch::default();
-    let mut removed = 0;
-    for entry in tree.scan_prefix([batches::BATCH]).take(PRUNE_PER_PASS) {
+    log.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .prune(covered_below, retention_ms, now_ms)
+}
+
+/// Events of releases before the event log, one sled key each (`e` conversation `\0` seq),
+/// moved to the log in chunks: appended (and synced) first, then removed from sled, so that a
+/// crash halfway leaves each event in the log, in sled or in both; an event the log already
+/// has is not appended again.
+const LEGACY_EVENT: u8 = b'e';
+const LEGACY_PER_RECORD: usize = 512;
+
+fn rewrite_legacy(tree: &sled::Tree, log: &mut EventLog) -> Result<usize, StorageError> {
+    let mut legacy: Vec<(sled::IVec, StoredEvent)> = Vec::new();
+    for entry in tree.scan_prefix([LEGACY_EVENT]) {
         let (key, value) = entry?;
-        let (last, newest) = batches::batch_header(&key, &value)?;
-        if last >= covered_below || newest.saturating_add(retention_ms) > now_ms {
-            break;
-        }
-        batch.remove(key);
-        removed += 1;
+        let event = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?;
+        legacy.push((key, event));
     }
-    if removed > 0 {
+    legacy.sort_by_key(|(_, e)| e.seq);
+    let moved = legacy.len();
+    for chunk in legacy.chunks(LEGACY_PER_RECORD) {
+        let already = log.last_seq();
+        let events: Vec<StoredEvent> = chunk
+            .iter()
+            .map(|(_, e)| e.clone())
+            .filter(|e| e.seq > already)
+            .collect();
+        if !events.is_empty() {
+            log.append(&events, 0)?;
+            log.sync()?;
+        }
+        let mut batch = sled::Batch::default();
+        for (key, _) in chunk {
+            batch.remove(key.clone());
+        }
         tree.apply_batch(batch)?;
     }
-    Ok(removed)
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -775,7 +800,8 @@ mod tests {
     fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        (dir, Journal::open(db, Durability::Os).unwrap())
+        let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
+        (dir, journal)
     }
 
     const T0: i64 = 1_764_000_000_000;
@@ -911,13 +937,22 @@ mod tests {
         );
     }
 
+    /// Promotion after 8 events, and a segment file per batch (so that retention removes
+    /// batches one by one).
+    fn one_batch_per_segment() -> Options {
+        Options {
+            promote_after: 8,
+            segment_bytes: 1,
+        }
+    }
+
     fn keeping_events_for(dir: &std::path::Path, secs: u64) -> Journal {
         let retention = JournalRetention {
             event_secs: secs,
             ..JournalRetention::default()
         };
         let db = crate::storage::reopen(dir);
-        Journal::open_with(db, Durability::Os, 8, retention).unwrap()
+        Journal::open_with(db, dir, Durability::Os, retention, one_batch_per_segment()).unwrap()
     }
 
     /// A day ahead of the clock, so that the writer's own retention passes (when idle) find
@@ -1044,7 +1079,7 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn events_stored_one_key_each_by_an_older_release_are_rewritten_as_batches() {
+    async fn events_stored_in_sled_one_key_each_by_an_older_release_move_to_the_event_log() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
@@ -1085,9 +1120,13 @@ mod tests {
             redelivery_window_days: 2,
             ..JournalRetention::default()
         };
-        let journal =
-            Journal::open_expiring(sled::open(dir.path()).unwrap(), Durability::Os, retention)
-                .unwrap();
+        let journal = Journal::open_expiring(
+            sled::open(dir.path()).unwrap(),
+            dir.path(),
+            Durability::Os,
+            retention,
+        )
+        .unwrap();
         // Today, so that the writer's own pass (every minute) finds nothing to remove.
         let now = linedesk_actors::conversation::now_ms();
         let delivery = || IncomingEvent {
@@ -1138,13 +1177,19 @@ mod tests {
     async fn sequence_numbers_continue_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let journal = Journal::open(sled::open(dir.path()).unwrap(), Durability::Os).unwrap();
+            let journal =
+                Journal::open(sled::open(dir.path()).unwrap(), dir.path(), Durability::Os).unwrap();
             journal
                 .append(&demo(), vec![event("E1", "Ua", "x")], 1)
                 .await
                 .unwrap();
         }
-        let journal = Journal::open(crate::storage::reopen(dir.path()), Durability::Os).unwrap();
+        let journal = Journal::open(
+            crate::storage::reopen(dir.path()),
+            dir.path(),
+            Durability::Os,
+        )
+        .unwrap();
         assert_eq!(journal.last_seq(), 1);
         let outcome = journal
             .append(&demo(), vec![event("E2", "Ua", "x")], 2)
@@ -1177,7 +1222,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let journal = Journal::open(db, Durability::Os).unwrap();
+            let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
             for (id, user) in [("E1", "Ub"), ("E2", "Ua"), ("E3", "Ua")] {
                 journal
                     .append(&demo(), vec![event(id, user, "x")], 1)
@@ -1195,7 +1240,7 @@ mod tests {
                 .unwrap();
         }
         let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open(db, Durability::Os).unwrap();
+        let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
         assert_eq!(
             journal.pending_conversations(),
             [(key("Ua"), 3), (key("Uc"), 4)],
@@ -1221,8 +1266,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let journal =
-                Journal::open_with(db, Durability::Os, 8, JournalRetention::default()).unwrap();
+            let journal = Journal::open_with(
+                db,
+                dir.path(),
+                Durability::Os,
+                JournalRetention::default(),
+                one_batch_per_segment(),
+            )
+            .unwrap();
             journal
                 .append(&demo(), vec![event("S1", "Ustuck", "x")], 1)
                 .await
@@ -1242,8 +1293,14 @@ mod tests {
             );
         }
         let db = crate::storage::reopen(dir.path());
-        let journal =
-            Journal::open_with(db, Durability::Os, 8, JournalRetention::default()).unwrap();
+        let journal = Journal::open_with(
+            db,
+            dir.path(),
+            Durability::Os,
+            JournalRetention::default(),
+            one_batch_per_segment(),
+        )
+        .unwrap();
         // Ua's last event was covered after its batch was written, and no later batch moved
         // the checkpoint: it is resumed once more, and its snapshot then clears it.
         assert_eq!(
@@ -1255,8 +1312,14 @@ mod tests {
         journal.settle().await.unwrap();
         drop(journal);
         let db = crate::storage::reopen(dir.path());
-        let journal =
-            Journal::open_with(db, Durability::Os, 8, JournalRetention::default()).unwrap();
+        let journal = Journal::open_with(
+            db,
+            dir.path(),
+            Durability::Os,
+            JournalRetention::default(),
+            one_batch_per_segment(),
+        )
+        .unwrap();
         assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
         assert!(journal.uncovered().checkpoint() >= 30);
         journal.clear_pending(&key("Ustuck"), 1).unwrap();

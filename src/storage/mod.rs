@@ -6,7 +6,7 @@
 mod contacts;
 mod content;
 mod conversations;
-mod event_batches;
+mod event_log;
 mod group_commit;
 mod journal;
 mod outbox;
@@ -36,6 +36,8 @@ pub enum StorageError {
     WriterGone,
     #[error("the journal batch could not be written: {0}")]
     BatchFailed(String),
+    #[error("the journal's event log failed: {0}")]
+    EventLog(String),
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
 }

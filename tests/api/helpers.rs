@@ -351,7 +351,8 @@ impl ServerProcess {
     /// Opens the stopped server's database to read what it stored.
     pub fn journal_of(data: &Path) -> Journal {
         let db = sled::open(data.join("db")).expect("database opens after the server stopped");
-        Journal::open(db, linedesk::settings::Durability::Os).expect("journal opens")
+        Journal::open(db, &data.join("db"), linedesk::settings::Durability::Os)
+            .expect("journal opens")
     }
 }
 
