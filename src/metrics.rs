@@ -223,12 +223,17 @@ impl Metrics {
         let (batches, commits, flushes) = journal.write_stats();
         counter(
             "linedesk_journal_batches_total",
-            "sled batches written (concurrent deliveries share one).",
+            "Journal batches written: one event log record each (concurrent deliveries share one).",
             &[("", batches)],
         );
         counter(
+            "linedesk_journal_event_log_syncs_total",
+            "fsyncs of the journal's event log: one per writer batch (storage.durability = flush); a webhook is answered after its batch's.",
+            &[("", journal.event_log_syncs())],
+        );
+        counter(
             "linedesk_journal_commits_total",
-            "Durable commits requested (storage.durability = flush).",
+            "Durable commits of sled writes requested (storage.durability = flush): agents' actions, webhooks with attachments to fetch.",
             &[("", commits)],
         );
         counter(

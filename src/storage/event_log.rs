@@ -10,10 +10,10 @@
 //! leaves of hundreds of KiB, written out as blobs (docs/benchmarks.md, eighth round). A file
 //! is written once and read back only by a conversation that starts or recovers.
 //!
-//! Consistency with sled, which keeps the redelivery checks and the last sequence number: a
-//! record is written before the sled batch naming its events (and, with `durability =
-//! "flush"`, synced first), so sled never names an event the log lacks. A record past sled's
-//! last sequence number is a batch sled did not keep: cut off at open, as a torn record is.
+//! The log is what makes an event durable: a record is written (and, with `durability =
+//! "flush"`, synced) before sled gets the batch's redelivery checks, uncovered marks and last
+//! sequence number, which are rebuilt from the log at open if a crash cut them off. A torn
+//! record at the end of the newest segment is cut off at open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -73,17 +73,13 @@ pub(super) struct EventLog {
     segments: BTreeMap<u64, Segment>,
     /// The segment being appended to, and its length.
     current: Option<(u64, File, u64)>,
+    /// fsyncs issued, for metrics.
+    syncs: u64,
 }
 
 impl EventLog {
-    /// Opens (or creates) the folder, and cuts every segment back to the records at or below
-    /// `last_seq`, the last sequence number sled kept.
-    pub fn open(
-        dir: &Path,
-        last_seq: u64,
-        sync: bool,
-        segment_bytes: u64,
-    ) -> Result<Self, StorageError> {
+    /// Opens (or creates) the folder, and cuts a torn record off the newest segment.
+    pub fn open(dir: &Path, sync: bool, segment_bytes: u64) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let mut this = Self {
             dir: dir.to_owned(),
@@ -91,6 +87,7 @@ impl EventLog {
             segment_bytes,
             segments: BTreeMap::new(),
             current: None,
+            syncs: 0,
         };
         for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let path = entry.map_err(|e| io_error(dir, e))?.path();
@@ -100,11 +97,6 @@ impl EventLog {
                 .and_then(|n| n.strip_suffix(".events"))
                 .and_then(|n| n.parse::<u64>().ok());
             let Some(first) = first else { continue };
-            if first > last_seq {
-                // Every record of it is past what sled kept.
-                fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-                continue;
-            }
             let modified = fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .map_err(|e| io_error(&path, e))?;
@@ -129,7 +121,7 @@ impl EventLog {
             }
         }
         if let Some(&newest) = firsts.last() {
-            let (len, last) = this.cut_back(newest, last_seq)?;
+            let (len, last) = this.cut_torn(newest)?;
             let segment = this.segments.get_mut(&newest).expect("listed");
             segment.last = last;
             if len == 0 {
@@ -145,9 +137,9 @@ impl EventLog {
         self.dir.join(format!("{first:020}.events"))
     }
 
-    /// Truncates segment `first` after its last whole record at or below `last_seq`; returns
-    /// its length then, and its last sequence number.
-    fn cut_back(&self, first: u64, last_seq: u64) -> Result<(u64, u64), StorageError> {
+    /// Truncates segment `first` after its last whole record; returns its length then, and
+    /// its last sequence number.
+    fn cut_torn(&self, first: u64) -> Result<(u64, u64), StorageError> {
         let path = self.path(first);
         let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
         let mut end = 0usize;
@@ -157,9 +149,6 @@ impl EventLog {
             let Ok((_, record_last)) = payload_seqs(payload) else {
                 break;
             };
-            if record_last > last_seq {
-                break;
-            }
             end = at + HEADER + payload.len();
             last = record_last;
         }
@@ -168,7 +157,7 @@ impl EventLog {
                 segment = %path.display(),
                 kept = end,
                 cut = bytes.len() - end,
-                "journal segment cut back to its last record sled kept"
+                "a torn record cut off the journal's newest segment"
             );
             let file = OpenOptions::new()
                 .write(true)
@@ -238,6 +227,7 @@ impl EventLog {
             return Err(io_error(&path, e));
         }
         *len += frame.len() as u64;
+        self.syncs += u64::from(self.sync);
         let segment = self.segments.get_mut(segment).expect("listed");
         segment.last = last;
         segment.newest_ms = now_ms;
@@ -384,6 +374,11 @@ impl EventLog {
     /// The last sequence number stored in the log.
     pub fn last_seq(&self) -> u64 {
         self.segments.values().map(|s| s.last).max().unwrap_or(0)
+    }
+
+    /// fsyncs issued by appends (`durability = "flush"`).
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// How many segment files there are.
@@ -553,7 +548,7 @@ mod tests {
     #[test]
     fn each_event_is_read_alone_where_its_place_says_and_places_are_found_again() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EventLog::open(dir.path(), 0, false, SEGMENT_BYTES).unwrap();
+        let mut log = EventLog::open(dir.path(), false, SEGMENT_BYTES).unwrap();
         let first = log.append(&[stored(1, "Ua"), stored(2, "Ub")], 0).unwrap();
         let second = log.append(&[stored(3, "Ua")], 0).unwrap();
         let read = log.read(&[first[0], second[0]]).unwrap();
@@ -579,10 +574,10 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_record_and_records_sled_did_not_keep_are_cut_at_open() {
+    fn a_torn_record_is_cut_at_open_and_appends_go_on_after_it() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut log = EventLog::open(dir.path(), 0, true, SEGMENT_BYTES).unwrap();
+            let mut log = EventLog::open(dir.path(), true, SEGMENT_BYTES).unwrap();
             log.append(&[stored(1, "Ua"), stored(2, "Ub")], 0).unwrap();
             log.append(&[stored(3, "Ua")], 0).unwrap();
             log.append(&[stored(4, "Ua")], 0).unwrap();
@@ -591,21 +586,23 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(file);
-        // sled kept up to 3: event 4's record and the torn one go.
-        let mut log = EventLog::open(dir.path(), 3, true, SEGMENT_BYTES).unwrap();
-        assert_eq!(seqs(&log), [1, 2, 3]);
-        assert_eq!(log.last_seq(), 3);
-        log.append(&[stored(4, "Ub")], 0).unwrap();
-        assert_eq!(seqs(&log), [1, 2, 3, 4]);
+        let mut log = EventLog::open(dir.path(), true, SEGMENT_BYTES).unwrap();
+        assert_eq!(seqs(&log), [1, 2, 3, 4], "the torn record went");
+        assert_eq!(log.last_seq(), 4);
+        log.append(&[stored(5, "Ub")], 0).unwrap();
         drop(log);
-        let log = EventLog::open(dir.path(), 4, true, SEGMENT_BYTES).unwrap();
-        assert_eq!(seqs(&log), [1, 2, 3, 4], "nothing cut when all is kept");
+        let log = EventLog::open(dir.path(), true, SEGMENT_BYTES).unwrap();
+        assert_eq!(
+            seqs(&log),
+            [1, 2, 3, 4, 5],
+            "nothing cut when nothing is torn"
+        );
     }
 
     #[test]
     fn a_batch_sled_refused_is_removed_and_its_numbers_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EventLog::open(dir.path(), 0, false, SEGMENT_BYTES).unwrap();
+        let mut log = EventLog::open(dir.path(), false, SEGMENT_BYTES).unwrap();
         log.append(&[stored(1, "Ua")], 0).unwrap();
         let failed = log.append(&[stored(2, "Ua"), stored(3, "Ub")], 0).unwrap();
         log.undo_last(&failed).unwrap();
@@ -621,7 +618,7 @@ mod tests {
     #[test]
     fn segments_rotate_by_size_and_age_and_go_oldest_first_once_covered_and_old() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EventLog::open(dir.path(), 0, false, 1).unwrap();
+        let mut log = EventLog::open(dir.path(), false, 1).unwrap();
         for seq in 1..=3 {
             log.append(&[stored(seq, "Ua")], 0).unwrap();
         }
@@ -645,7 +642,7 @@ mod tests {
         assert_eq!(seqs(&log), [4]);
 
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EventLog::open(dir.path(), 0, false, SEGMENT_BYTES).unwrap();
+        let mut log = EventLog::open(dir.path(), false, SEGMENT_BYTES).unwrap();
         log.append(&[stored(1, "Ua")], 10).unwrap();
         log.append(&[stored(2, "Ua")], 10).unwrap();
         assert_eq!(log.segments(), 1, "both within the retention of the first");

@@ -187,7 +187,7 @@ impl Journal {
             None => 0,
         };
         let sync = durability == Durability::Flush;
-        let mut log = EventLog::open(&dir.join("events"), last_seq, sync, options.segment_bytes)?;
+        let mut log = EventLog::open(&dir.join("events"), sync, options.segment_bytes)?;
         let rewritten = rewrite_legacy(&tree, &mut log)?;
         if rewritten > 0 {
             tracing::info!(
@@ -195,10 +195,11 @@ impl Journal {
                 "journal events of an older release moved to the event log"
             );
         }
+        let mut uncovered = Uncovered::load(&tree, options.promote_after)?;
+        let last_seq = recover_from_log(&tree, &log, last_seq, &mut uncovered)?;
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
-        let uncovered = Uncovered::load(&tree, options.promote_after)?;
         let index = Arc::new(Mutex::new(index_uncovered(&log, &uncovered)?));
         let uncovered = Arc::new(Mutex::new(uncovered));
         let log = Arc::new(Mutex::new(log));
@@ -263,8 +264,8 @@ impl Journal {
             .unwrap_or_else(|p| p.into_inner()) = Some(registry);
     }
 
-    /// Stores the events that were not stored before, atomically and in order. They are in
-    /// sled's memory when this returns; call [`Journal::commit`] before acknowledging them.
+    /// Stores the events that were not stored before, in order. When this returns they are in
+    /// the event log, synced to disk with `durability = "flush"`: they may be acknowledged.
     ///
     /// Appends from concurrent deliveries are folded into one sled batch by the writer thread:
     /// sled seals and writes an I/O buffer per batch, so a batch per delivery would cost a
@@ -300,8 +301,10 @@ impl Journal {
         outcome.await.map_err(|_| StorageError::WriterGone)?
     }
 
-    /// Returns once everything appended before the call is as durable as `storage.durability`
-    /// asks: on disk (`flush`, sharing the fsync with concurrent callers) or handed to sled (`os`).
+    /// Returns once everything written to sled before the call (snapshots, outbox records,
+    /// pending downloads) is as durable as `storage.durability` asks: on disk (`flush`, sharing
+    /// the fsync with concurrent callers) or handed to sled (`os`). Appended events need no
+    /// commit: `append` returns once the event log has them as durably as asked.
     pub async fn commit(&self) -> Result<(), StorageError> {
         match self.inner.durability {
             Durability::Flush => Ok(self.inner.group_commit.commit(&self.inner.db).await?),
@@ -448,6 +451,11 @@ impl Journal {
             .events()
     }
 
+    /// fsyncs of the event log (one per writer batch with `durability = "flush"`).
+    pub fn event_log_syncs(&self) -> u64 {
+        self.log().syncs()
+    }
+
     /// How many segment files the event log has.
     pub fn event_segments(&self) -> usize {
         self.log().segments()
@@ -591,7 +599,7 @@ impl Writer {
         &self,
         group: &mut [Append],
     ) -> Result<(Vec<AppendOutcome>, Vec<EventsStored>), StorageError> {
-        let mut batch = sled::Batch::default();
+        let mut checks: Vec<(Vec<u8>, u64)> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut seq = self.last_seq.load(Ordering::SeqCst);
         let first_seq = seq;
@@ -632,7 +640,7 @@ impl Writer {
                     event: incoming.raw.clone(),
                 };
                 records.push(record);
-                batch.insert(dedup_key.clone(), &seq.to_be_bytes());
+                checks.push((dedup_key.clone(), seq));
                 seen.insert(dedup_key);
                 outcome.stored.push(seq);
                 match outcome
@@ -672,22 +680,23 @@ impl Writer {
             outcomes.push(outcome);
         }
         if seq != first_seq {
-            // Before sled names them: see the event log's consistency rule.
+            // The log first: it is what makes the events durable (see `super::event_log`).
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             let places = log.append(&records, self.event_retention_ms)?;
-            batch.insert(LAST_SEQ, &seq.to_be_bytes());
-            // Held until the batch is applied, so that a checkpoint is never computed from
-            // marks of a batch sled has not taken yet. If applying fails, the marks of its
-            // events stay: harmless, they only keep those conversations marked for longer.
+            // Held until sled has the marks, so that a checkpoint is never computed from marks
+            // sled has not taken yet. If writing fails, the marks of its events stay: harmless,
+            // they only keep those conversations marked for longer.
             let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
-            uncovered
-                .batch(first_seq + 1, seq, &spans)
-                .into_batch(&mut batch);
-            if let Err(e) = self.tree.apply_batch(batch) {
+            let marks = uncovered.batch(first_seq + 1, seq, &spans);
+            if let Err(e) = write_to_sled(&self.tree, &checks, marks, seq) {
+                // Neither the log nor the checks may keep a batch whose callers hear it failed.
                 if let Err(undo) = log.undo_last(&places) {
                     tracing::error!(error.message = %undo, "could not remove a failed batch's events from the event log");
                 }
-                return Err(e.into());
+                for (key, _) in &checks {
+                    let _ = self.tree.remove(key);
+                }
+                return Err(e);
             }
             drop(log);
             drop(uncovered);
@@ -738,6 +747,87 @@ fn index_uncovered(log: &EventLog, uncovered: &Uncovered) -> Result<UncoveredInd
         }
     }
     Ok(index)
+}
+
+/// Writes what sled keeps of a batch key by key, the last sequence number last: sled 0.34
+/// writes out its current I/O buffer before every multi-key batch (a write, a
+/// `sync_file_range` and a wake-up of its I/O threads per journal batch, ~20% of the CPU at
+/// ingest), and it recovers a prefix of its log, so a stored last sequence number still
+/// implies everything before it. What a crash cuts off is rebuilt from the event log at open.
+fn write_to_sled(
+    tree: &sled::Tree,
+    checks: &[(Vec<u8>, u64)],
+    marks: super::uncovered::BatchMarks,
+    last: u64,
+) -> Result<(), StorageError> {
+    for (key, seq) in checks {
+        tree.insert(key.as_slice(), &seq.to_be_bytes())?;
+    }
+    for (key, value) in marks.inserts {
+        tree.insert(key, value)?;
+    }
+    for key in marks.removes {
+        tree.remove(key)?;
+    }
+    tree.insert(LAST_SEQ, &last.to_be_bytes())?;
+    Ok(())
+}
+
+/// The fields of a stored event its redelivery check is filed under.
+#[derive(Deserialize)]
+struct CheckFields {
+    #[serde(rename = "webhookEventId")]
+    webhook_event_id: String,
+    timestamp: i64,
+}
+
+/// Gives sled what it lost of the log's last batches in a crash (those past its last sequence
+/// number): their redelivery checks, their uncovered marks and the sequence number. Returns
+/// the last sequence number.
+fn recover_from_log(
+    tree: &sled::Tree,
+    log: &EventLog,
+    sled_last: u64,
+    uncovered: &mut Uncovered,
+) -> Result<u64, StorageError> {
+    let mut last = sled_last;
+    for record in log.records_from(sled_last + 1)? {
+        let mut checks = Vec::new();
+        let mut spans: Vec<(ConversationKey, u64, u64)> = Vec::new();
+        let mut first = None;
+        for (event, _) in record.events.iter().filter(|(e, _)| e.seq > sled_last) {
+            first.get_or_insert(event.seq);
+            last = last.max(event.seq);
+            match serde_json::from_str::<CheckFields>(event.event.get()) {
+                Ok(f) => checks.push((
+                    RedeliveryChecks::key(
+                        &event.conversation.account,
+                        &f.webhook_event_id,
+                        f.timestamp,
+                    ),
+                    event.seq,
+                )),
+                Err(e) => {
+                    tracing::warn!(seq = event.seq, error.message = %e, "an event without its id: no redelivery check")
+                }
+            }
+            match spans.iter_mut().find(|(k, _, _)| *k == event.conversation) {
+                Some(span) => span.2 = event.seq,
+                None => spans.push((event.conversation.clone(), event.seq, event.seq)),
+            }
+        }
+        let Some(first) = first else { continue };
+        let marks = uncovered.batch(first, last, &spans);
+        write_to_sled(tree, &checks, marks, last)?;
+    }
+    if last > sled_last {
+        tracing::warn!(
+            from = sled_last + 1,
+            to = last,
+            "journal events the database lost in a crash were recovered from the event log"
+        );
+    }
+    Ok(last)
 }
 
 /// See [`Journal::prune_events`].
@@ -1041,6 +1131,59 @@ mod tests {
         assert_eq!(seqs(&journal).len(), 21);
         journal.clear_pending(&key("Ustuck"), 2).unwrap();
         assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 21);
+    }
+
+    #[actix_web::test]
+    async fn a_batch_the_database_lost_in_a_crash_is_recovered_from_the_event_log() {
+        // As LINE sends them: the check is rebuilt from the event's id and timestamp.
+        let line = |id: &str, user: &str, text: &str| IncomingEvent {
+            raw: RawValue::from_string(format!(
+                r#"{{"webhookEventId":"{id}","timestamp":{T0},"text":"{text}"}}"#
+            ))
+            .unwrap(),
+            ..event(id, user, text)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = keeping_events_for(dir.path(), 0);
+            journal
+                .append(&demo(), vec![line("E1", "Ua", "a1")], T0)
+                .await
+                .unwrap();
+            journal
+                .append(&demo(), vec![line("E2", "Ub", "b1")], T0)
+                .await
+                .unwrap();
+            journal.clear_pending(&key("Ua"), 1).unwrap();
+            journal.settle().await.unwrap();
+            // What sled loses when its last writes are cut: E2's check and sequence number.
+            let tree = &journal.inner.tree;
+            tree.remove(RedeliveryChecks::key(&demo(), "E2", T0))
+                .unwrap();
+            tree.insert(LAST_SEQ, &1u64.to_be_bytes()).unwrap();
+            journal.inner.db.flush().unwrap();
+        }
+        let journal = keeping_events_for(dir.path(), 0);
+        assert_eq!(journal.last_seq(), 2);
+        assert!(
+            journal.contains(&demo(), "E2", T0).unwrap(),
+            "the check is back"
+        );
+        assert_eq!(journal.pending_conversations(), [(key("Ub"), 2)]);
+        let seqs: Vec<u64> = journal
+            .events_after(&key("Ub"), 0)
+            .map(|e| e.unwrap().seq)
+            .collect();
+        assert_eq!(seqs, [2], "its conversation will read it");
+        let again = journal
+            .append(
+                &demo(),
+                vec![line("E2", "Ub", "b1"), line("E3", "Ub", "b2")],
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!((again.duplicates, again.stored), (1, vec![3]));
     }
 
     #[actix_web::test]
