@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -29,12 +29,6 @@ use super::StorageError;
 
 /// A segment is closed past this size, or once its first event is older than the retention.
 pub(super) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
-
-/// With `durability = "flush"`, a segment grows by this many zeroed bytes at a time: an
-/// fdatasync after a write within written bytes syncs data only, where one after an append
-/// also commits the file's new size to the file system's journal (~40% more CPU and ~70% more
-/// time per sync on this host's ext4). Zeroes end a segment's records.
-const ZEROED_STEP: u64 = 4 * 1024 * 1024;
 
 const HEADER: usize = 8;
 const PAYLOAD_HEADER: usize = 16;
@@ -70,16 +64,6 @@ struct Segment {
     newest_ms: i64,
 }
 
-struct Current {
-    /// Its first sequence number, which names it.
-    first: u64,
-    file: File,
-    /// Where its records end.
-    len: u64,
-    /// Where the bytes written so far end (zeroes past `len`).
-    written: u64,
-}
-
 /// The segment files; one writer appends, anyone reads.
 pub(super) struct EventLog {
     dir: PathBuf,
@@ -87,8 +71,8 @@ pub(super) struct EventLog {
     segment_bytes: u64,
     /// Closed and current segments by first sequence number.
     segments: BTreeMap<u64, Segment>,
-    /// The segment being appended to.
-    current: Option<Current>,
+    /// The segment being appended to, and its length.
+    current: Option<(u64, File, u64)>,
     /// fsyncs issued, for metrics.
     syncs: u64,
 }
@@ -169,14 +153,12 @@ impl EventLog {
             last = record_last;
         }
         if end < bytes.len() {
-            if bytes[end..].iter().any(|b| *b != 0) {
-                tracing::warn!(
-                    segment = %path.display(),
-                    kept = end,
-                    cut = bytes.len() - end,
-                    "a torn record cut off the journal's newest segment"
-                );
-            }
+            tracing::warn!(
+                segment = %path.display(),
+                kept = end,
+                cut = bytes.len() - end,
+                "a torn record cut off the journal's newest segment"
+            );
             let file = OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -198,8 +180,8 @@ impl EventLog {
         let last = events.last().map_or(0, |e| e.seq);
         let now_ms = events.iter().map(|e| e.received_at_ms).max().unwrap_or(0);
         let rotate = match (&self.current, self.segments.values().next_back()) {
-            (Some(current), Some(segment)) => {
-                current.len >= self.segment_bytes
+            (Some((_, _, len)), Some(segment)) => {
+                *len >= self.segment_bytes
                     || (retention_ms > 0
                         && segment.opened_ms.saturating_add(retention_ms) <= now_ms)
             }
@@ -208,14 +190,11 @@ impl EventLog {
         if rotate {
             self.start_segment(first, now_ms)?;
         }
-        let sync = self.sync;
-        let current = self.current.as_mut().expect("just opened");
-        let segment = current.first;
-        let len = current.len;
+        let (segment, file, len) = self.current.as_mut().expect("just opened");
         let mut payload = Vec::with_capacity(PAYLOAD_HEADER + events.len() * 640);
         payload.extend_from_slice(&first.to_be_bytes());
         payload.extend_from_slice(&last.to_be_bytes());
-        let base = len + HEADER as u64;
+        let base = *len + HEADER as u64;
         let mut places = Vec::with_capacity(events.len());
         payload.push(b'[');
         for (i, event) in events.iter().enumerate() {
@@ -227,7 +206,7 @@ impl EventLog {
             serde_json::to_writer(&mut payload, event).unwrap();
             places.push(Place {
                 seq: event.seq,
-                segment,
+                segment: *segment,
                 offset: base + start as u64,
                 len: (payload.len() - start) as u32,
             });
@@ -238,45 +217,33 @@ impl EventLog {
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         let path = self.dir.join(format!("{segment:020}.events"));
-        let end = len + frame.len() as u64;
-        let written = zero_up_to(current, end, sync)
-            .and_then(|()| current.file.write_all_at(&frame, len))
-            .and_then(|()| match sync {
-                true => current.file.sync_data(),
-                false => Ok(()),
-            });
+        let written = file.write_all(&frame).and_then(|()| match self.sync {
+            true => file.sync_data(),
+            false => Ok(()),
+        });
         if let Err(e) = written {
             // Nothing of a failed batch may stay: its sequence numbers are handed out again.
-            let _ = current.file.write_all_at(&vec![0; frame.len()], len);
+            let _ = file.set_len(*len);
             return Err(io_error(&path, e));
         }
-        current.len = end;
-        current.written = current.written.max(end);
-        self.syncs += u64::from(sync);
-        let segment = self.segments.get_mut(&segment).expect("listed");
+        *len += frame.len() as u64;
+        self.syncs += u64::from(self.sync);
+        let segment = self.segments.get_mut(segment).expect("listed");
         segment.last = last;
         segment.newest_ms = now_ms;
         Ok(places)
     }
 
-    /// Removes a record `append` just wrote, whose sled batch failed: zeroes it, which ends
-    /// the segment's records there.
+    /// Removes a record `append` just wrote, whose sled batch failed.
     pub fn undo_last(&mut self, places: &[Place]) -> Result<(), StorageError> {
-        let (Some(first), Some(current)) = (places.first(), self.current.as_mut()) else {
+        let (Some(first), Some((segment, file, len))) = (places.first(), self.current.as_mut())
+        else {
             return Ok(());
         };
         let start = first.offset - HEADER as u64 - 1 - PAYLOAD_HEADER as u64;
-        let path = self.dir.join(format!("{:020}.events", current.first));
-        let zeroes = vec![0; (current.len - start) as usize];
-        current
-            .file
-            .write_all_at(&zeroes, start)
-            .and_then(|()| match self.sync {
-                true => current.file.sync_data(),
-                false => Ok(()),
-            })
-            .map_err(|e| io_error(&path, e))?;
-        current.len = start;
+        let path = self.dir.join(format!("{segment:020}.events"));
+        file.set_len(start).map_err(|e| io_error(&path, e))?;
+        *len = start;
         Ok(())
     }
 
@@ -284,9 +251,7 @@ impl EventLog {
         let path = self.path(first);
         let file = OpenOptions::new()
             .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
+            .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
@@ -302,12 +267,7 @@ impl EventLog {
             opened_ms: now_ms,
             newest_ms: now_ms,
         });
-        self.current = Some(Current {
-            first,
-            file,
-            len,
-            written: len,
-        });
+        self.current = Some((first, file, len));
         Ok(())
     }
 
@@ -390,7 +350,7 @@ impl EventLog {
             if self
                 .current
                 .as_ref()
-                .is_some_and(|c| c.first == segment.first)
+                .is_some_and(|(s, _, _)| *s == segment.first)
             {
                 self.current = None;
             }
@@ -404,11 +364,9 @@ impl EventLog {
 
     /// Syncs the current segment (at shutdown).
     pub fn sync(&self) -> Result<(), StorageError> {
-        if let Some(current) = &self.current {
-            current
-                .file
-                .sync_data()
-                .map_err(|e| io_error(&self.path(current.first), e))?;
+        if let Some((segment, file, _)) = &self.current {
+            file.sync_data()
+                .map_err(|e| io_error(&self.path(*segment), e))?;
         }
         Ok(())
     }
@@ -427,21 +385,6 @@ impl EventLog {
     pub fn segments(&self) -> usize {
         self.segments.len()
     }
-}
-
-/// With `sync`, writes zeroes past the segment's written bytes in [`ZEROED_STEP`]s until `end`
-/// fits, and syncs them with the file's new size, so that the record's own sync is data only.
-fn zero_up_to(current: &mut Current, end: u64, sync: bool) -> std::io::Result<()> {
-    if !sync || end <= current.written {
-        return Ok(());
-    }
-    let step = ZEROED_STEP.max(end - current.written);
-    current
-        .file
-        .write_all_at(&vec![0; step as usize], current.written)?;
-    current.file.sync_all()?;
-    current.written += step;
-    Ok(())
 }
 
 /// The records of a segment's bytes: (offset, payload), or an error at a torn or corrupt one.
@@ -473,23 +416,15 @@ impl<'a> Iterator for Frames<'a> {
         let frame = (|| {
             let header = rest.get(..HEADER).ok_or("a torn record header")?;
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-            if len == 0 {
-                return Ok(None);
-            }
             let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
             let payload = rest.get(HEADER..HEADER + len).ok_or("a torn record")?;
             if crc32fast::hash(payload) != crc {
                 return Err("a record whose checksum does not match");
             }
-            Ok(Some(payload))
+            Ok(payload)
         })();
         match frame {
-            Ok(None) => {
-                // Zeroes: where the records end in a segment written ahead.
-                self.done = true;
-                None
-            }
-            Ok(Some(payload)) => {
+            Ok(payload) => {
                 self.at = at + HEADER + payload.len();
                 Some((at, Ok(payload)))
             }
@@ -586,7 +521,6 @@ impl UncoveredIndex {
 mod tests {
     use super::*;
     use linedesk_actors::domain::{AccountId, LineSource};
-    use std::io::Write;
 
     fn stored(seq: u64, user: &str) -> StoredEvent {
         StoredEvent {
@@ -662,40 +596,6 @@ mod tests {
             seqs(&log),
             [1, 2, 3, 4, 5],
             "nothing cut when nothing is torn"
-        );
-    }
-
-    #[test]
-    fn a_synced_segment_is_written_ahead_in_zeroes_which_end_its_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let segment = dir.path().join(format!("{:020}.events", 1));
-        {
-            let mut log = EventLog::open(dir.path(), true, SEGMENT_BYTES).unwrap();
-            log.append(&[stored(1, "Ua")], 0).unwrap();
-            let failed = log.append(&[stored(2, "Ua")], 0).unwrap();
-            log.undo_last(&failed).unwrap();
-            log.append(&[stored(2, "Ub")], 0).unwrap();
-            assert_eq!(fs::metadata(&segment).unwrap().len(), ZEROED_STEP);
-            assert_eq!(seqs(&log), [1, 2]);
-        }
-        let log = EventLog::open(dir.path(), true, SEGMENT_BYTES).unwrap();
-        assert_eq!(seqs(&log), [1, 2]);
-        let read = log
-            .read(
-                &log.records_from(2).unwrap()[0].events[..1]
-                    .iter()
-                    .map(|(_, p)| *p)
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap();
-        assert_eq!(
-            read[0].conversation,
-            stored(2, "Ub").conversation,
-            "the retried batch"
-        );
-        assert!(
-            fs::metadata(&segment).unwrap().len() < 4096,
-            "the zeroes are trimmed at open"
         );
     }
 
