@@ -1408,15 +1408,7 @@ mod tests {
     async fn a_conversation_left_uncovered_gets_its_own_mark_and_no_longer_holds_records() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
-            let journal = Journal::open_with(
-                db,
-                dir.path(),
-                Durability::Os,
-                JournalRetention::default(),
-                one_batch_per_segment(),
-            )
-            .unwrap();
+            let journal = keeping_events_for(dir.path(), 0);
             journal
                 .append(&demo(), vec![event("S1", "Ustuck", "x")], 1)
                 .await
@@ -1435,15 +1427,7 @@ mod tests {
                 keys_with_prefix(&journal, b"r")
             );
         }
-        let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open_with(
-            db,
-            dir.path(),
-            Durability::Os,
-            JournalRetention::default(),
-            one_batch_per_segment(),
-        )
-        .unwrap();
+        let journal = keeping_events_for(dir.path(), 0);
         // Ua's last event was covered after its batch was written, and no later batch moved
         // the checkpoint: it is resumed once more, and its snapshot then clears it.
         assert_eq!(
@@ -1454,15 +1438,7 @@ mod tests {
         // Settling (at shutdown, or when idle) stores that without waiting for a batch.
         journal.settle().await.unwrap();
         drop(journal);
-        let db = crate::storage::reopen(dir.path());
-        let journal = Journal::open_with(
-            db,
-            dir.path(),
-            Durability::Os,
-            JournalRetention::default(),
-            one_batch_per_segment(),
-        )
-        .unwrap();
+        let journal = keeping_events_for(dir.path(), 0);
         assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
         assert!(journal.uncovered().checkpoint() >= 30);
         journal.clear_pending(&key("Ustuck"), 1).unwrap();
