@@ -2,19 +2,19 @@
 //! conversation actors' journal: an actor rebuilds its state from its latest snapshot plus the
 //! journal entries after the snapshot's sequence number.
 //!
-//! Layout (one sled tree, so that one `apply_batch` writes a batch of events, their redelivery
-//! checks and the marks of uncovered conversations atomically):
 //! The events themselves, exactly as received, are in segment files beside the database (see
-//! [`super::event_log`], which also keeps the index of each chat's uncovered events). The tree
-//! holds:
+//! [`super::event_log`], which also keeps the index of each chat's uncovered events); a batch
+//! is durable once its record is there. One sled tree holds what is derived from them, written
+//! after the record and rebuilt from the log at open if a crash cut it off:
 //! - `w` day account `\0` webhookEventId, and `d`, `mupg`: the redelivery checks (see
 //!   [`super::redelivery`])
 //! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
 //!   restart resumes them (see [`super::uncovered`])
 //! - `m` `seq`                                → the last sequence number handed out
 //!
-//! Sequence numbers are global and increase with every stored event. An event is removed once
-//! a snapshot covers it and it is older than `storage.journal_retention_secs`.
+//! Sequence numbers are global and increase with every stored event. An event is removed (with
+//! its whole segment) once a snapshot covers it and it is older than
+//! `storage.journal_retention_secs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -267,9 +267,8 @@ impl Journal {
     /// Stores the events that were not stored before, in order. When this returns they are in
     /// the event log, synced to disk with `durability = "flush"`: they may be acknowledged.
     ///
-    /// Appends from concurrent deliveries are folded into one sled batch by the writer thread:
-    /// sled seals and writes an I/O buffer per batch, so a batch per delivery would cost a
-    /// write per request.
+    /// Appends from concurrent deliveries are folded into one event log record by the writer
+    /// thread: with `flush`, they share its fsync (group commit).
     pub async fn append(
         &self,
         account: &AccountId,
@@ -476,8 +475,8 @@ impl Journal {
     }
 }
 
-/// The single writer: dedup checks and sequence numbers need one, and one sled batch per
-/// group of deliveries is what keeps sled fast.
+/// The single writer: dedup checks and sequence numbers need one, and one event log record
+/// (and, with `flush`, one fsync) per group of deliveries is what keeps appends cheap.
 struct Writer {
     tree: sled::Tree,
     last_seq: Arc<AtomicU64>,
@@ -592,7 +591,7 @@ impl Writer {
         }
     }
 
-    /// Writes one group of deliveries as one atomic sled batch. Returns each delivery's
+    /// Writes one group of deliveries: one event log record, then sled's part. Returns each delivery's
     /// outcome, and the new events by conversation (in the order first seen, each
     /// conversation's events in sequence order) for the registry.
     fn write(
