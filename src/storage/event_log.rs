@@ -37,7 +37,8 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> StorageError {
     StorageError::EventLog(format!("{}: {e}", path.display()))
 }
 
-/// Where one event is: its segment (named by its first sequence number) and bytes.
+/// Where one event is: its segment (named by its first sequence number) and bytes; segment 0
+/// is no segment: the journal set the event aside in sled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Place {
     pub seq: u64,
@@ -326,40 +327,24 @@ impl EventLog {
         Ok(records)
     }
 
-    /// Removes closed segments (and the current one, closing it) whose events are all below
-    /// `covered_below` and whose newest event was received `retention_ms` before `now_ms`.
-    /// Oldest first, stopping at the first that must stay. Returns how many went.
-    pub fn prune(
-        &mut self,
-        covered_below: u64,
-        retention_ms: i64,
-        now_ms: i64,
-    ) -> Result<usize, StorageError> {
-        if retention_ms == 0 {
-            return Ok(0);
+    /// The oldest segment: (first, last sequence number (0 while empty), newest receipt).
+    pub fn oldest(&self) -> Option<(u64, u64, i64)> {
+        let segment = self.segments.values().next()?;
+        Some((segment.first, segment.last, segment.newest_ms))
+    }
+
+    /// Deletes the oldest segment (closing it if it is the current one).
+    pub fn remove_oldest(&mut self) -> Result<(), StorageError> {
+        let Some((first, _, _)) = self.oldest() else {
+            return Ok(());
+        };
+        if self.current.as_ref().is_some_and(|(s, _, _)| *s == first) {
+            self.current = None;
         }
-        let mut removed = 0;
-        while let Some(segment) = self.segments.values().next().copied() {
-            let empty = segment.last == 0;
-            if empty
-                || segment.last >= covered_below
-                || segment.newest_ms.saturating_add(retention_ms) > now_ms
-            {
-                break;
-            }
-            if self
-                .current
-                .as_ref()
-                .is_some_and(|(s, _, _)| *s == segment.first)
-            {
-                self.current = None;
-            }
-            let path = self.path(segment.first);
-            fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-            self.segments.remove(&segment.first);
-            removed += 1;
-        }
-        Ok(removed)
+        let path = self.path(first);
+        fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+        self.segments.remove(&first);
+        Ok(())
     }
 
     /// Syncs the current segment (at shutdown).
@@ -500,6 +485,20 @@ impl UncoveredIndex {
         self.chats.get(conversation)?.first().map(|place| place.seq)
     }
 
+    /// The chat's events up to `through` are now in sled (segment 0).
+    pub fn set_aside(&mut self, conversation: &ConversationKey, through: u64) {
+        for place in self.chats.get_mut(conversation).into_iter().flatten() {
+            if place.seq <= through {
+                *place = Place {
+                    seq: place.seq,
+                    segment: 0,
+                    offset: 0,
+                    len: 0,
+                };
+            }
+        }
+    }
+
     /// Where the chat's events after `after` are, oldest first.
     pub fn after(&self, conversation: &ConversationKey, after: u64) -> Vec<Place> {
         self.chats
@@ -616,28 +615,22 @@ mod tests {
     }
 
     #[test]
-    fn segments_rotate_by_size_and_age_and_go_oldest_first_once_covered_and_old() {
+    fn segments_rotate_by_size_and_age_and_go_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = EventLog::open(dir.path(), false, 1).unwrap();
         for seq in 1..=3 {
             log.append(&[stored(seq, "Ua")], 0).unwrap();
         }
         assert_eq!(log.segments(), 3, "one per record past 1 byte");
-        assert_eq!(log.prune(3, 0, i64::MAX).unwrap(), 0, "0 keeps everything");
-        // Covered below 3: the first two; received at 1,001 and 1,002.
-        assert_eq!(
-            log.prune(3, 100, 1_101).unwrap(),
-            1,
-            "only the first is old enough"
-        );
-        assert_eq!(log.prune(3, 100, i64::MAX).unwrap(), 1);
-        assert_eq!(seqs(&log), [3], "event 3 is not covered");
-        assert_eq!(
-            log.prune(4, 100, i64::MAX).unwrap(),
-            1,
-            "the current one too"
-        );
-        assert_eq!(log.segments(), 0);
+        // Received at 1,001, 1,002 and 1,003 (see `stored`).
+        assert_eq!(log.oldest(), Some((1, 1, 1_001)));
+        log.remove_oldest().unwrap();
+        assert_eq!(log.oldest(), Some((2, 2, 1_002)));
+        assert_eq!(seqs(&log), [2, 3]);
+        log.remove_oldest().unwrap();
+        log.remove_oldest().unwrap();
+        assert_eq!(log.segments(), 0, "the current one too");
+        assert_eq!(log.oldest(), None);
         log.append(&[stored(4, "Ua")], 0).unwrap();
         assert_eq!(seqs(&log), [4]);
 

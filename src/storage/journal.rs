@@ -11,6 +11,8 @@
 //! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
 //!   restart resumes them (see [`super::uncovered`])
 //! - `m` `seq`                                → the last sequence number handed out
+//! - `q` conversation-key `\0` seq(be u64)     → an uncovered event of a long-uncovered
+//!   conversation, set aside so that the event log's older segments can go (see [`prune`])
 //!
 //! Sequence numbers are global and increase with every stored event. An event is removed (with
 //! its whole segment) once a snapshot covers it and it is older than
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::event_log::{EventLog, UncoveredIndex, SEGMENT_BYTES};
+use super::event_log::{EventLog, Place, UncoveredIndex, SEGMENT_BYTES};
 use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
@@ -39,6 +41,9 @@ use crate::settings::Durability;
 pub const JOURNAL_FORMAT_VERSION: u16 = 1;
 
 const TREE: &str = "journal";
+const ASIDE: u8 = b'q';
+/// Most segments one retention pass removes.
+const PRUNE_PER_PASS: usize = 64;
 const LAST_SEQ: &[u8] = b"mseq";
 
 /// Idle this long, the writer stores how far snapshots cover the journal: a crash then
@@ -200,7 +205,7 @@ impl Journal {
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
-        let index = Arc::new(Mutex::new(index_uncovered(&log, &uncovered)?));
+        let index = Arc::new(Mutex::new(index_uncovered(&tree, &log, &uncovered)?));
         let uncovered = Arc::new(Mutex::new(uncovered));
         let log = Arc::new(Mutex::new(log));
         let checks = Arc::new(RedeliveryChecks::open(
@@ -345,8 +350,24 @@ impl Journal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .after(conversation, after);
-        let found = self.log().read(&places);
-        let found: Vec<_> = match found {
+        // Events set aside come first: they are the older ones.
+        let (aside, in_log): (Vec<Place>, Vec<Place>) =
+            places.into_iter().partition(|p| p.segment == 0);
+        let read = || -> Result<Vec<StoredEvent>, StorageError> {
+            let mut events = Vec::with_capacity(aside.len() + in_log.len());
+            for place in &aside {
+                let key = aside_key(conversation, place.seq);
+                let value = self
+                    .inner
+                    .tree
+                    .get(&key)?
+                    .ok_or_else(|| corrupt(&key, "an event set aside is missing"))?;
+                events.push(serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?);
+            }
+            events.extend(self.log().read(&in_log)?);
+            Ok(events)
+        };
+        let found: Vec<_> = match read() {
             Ok(events) => events.into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e)],
         };
@@ -355,12 +376,19 @@ impl Journal {
 
     /// Every stored event, in sequence order. For tools and tests; it reads the whole journal.
     pub fn all_events(&self) -> impl Iterator<Item = Result<StoredEvent, StorageError>> {
-        let events: Vec<_> = match self.log().records_from(0) {
-            Ok(records) => records
-                .into_iter()
-                .flat_map(|r| r.events)
-                .map(|(event, _)| Ok(event))
-                .collect(),
+        let read = || -> Result<Vec<StoredEvent>, StorageError> {
+            let mut events: Vec<StoredEvent> = Vec::new();
+            for entry in self.inner.tree.scan_prefix([ASIDE]) {
+                let (key, value) = entry?;
+                events.push(serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?);
+            }
+            let records = self.log().records_from(0)?;
+            events.extend(records.into_iter().flat_map(|r| r.events).map(|(e, _)| e));
+            events.sort_by_key(|e| e.seq);
+            Ok(events)
+        };
+        let events: Vec<_> = match read() {
+            Ok(events) => events.into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e)],
         };
         events.into_iter()
@@ -370,12 +398,17 @@ impl Journal {
     /// received more than `storage.journal_retention_secs` before `now_ms`; the writer does it
     /// every minute and when idle. Returns how many files went.
     pub fn prune_events(&self, now_ms: i64) -> Result<usize, StorageError> {
-        prune(
-            &self.inner.log,
-            &self.inner.uncovered,
-            self.inner.event_retention_ms,
-            now_ms,
-        )
+        prune(&self.parts(), now_ms)
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            tree: &self.inner.tree,
+            log: &self.inner.log,
+            uncovered: &self.inner.uncovered,
+            index: &self.inner.index,
+            retention_ms: self.inner.event_retention_ms,
+        }
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, EventLog> {
@@ -418,9 +451,17 @@ impl Journal {
             index.first(conversation)
         };
         let mut uncovered = self.uncovered();
+        let aside = uncovered.aside(conversation);
         if let Some(key) = uncovered.covered(conversation, applied, next) {
             // Under the lock: the writer cannot promote the conversation again meanwhile.
             self.inner.tree.remove(key)?;
+        }
+        drop(uncovered);
+        if aside > 0 {
+            let range = aside_key(conversation, 0)..=aside_key(conversation, applied);
+            for key in self.inner.tree.range(range).keys() {
+                self.inner.tree.remove(key?)?;
+            }
         }
         Ok(())
     }
@@ -570,7 +611,14 @@ impl Writer {
 
     fn prune(&self) {
         let now = linedesk_actors::conversation::now_ms();
-        match prune(&self.log, &self.uncovered, self.event_retention_ms, now) {
+        let parts = Parts {
+            tree: &self.tree,
+            log: &self.log,
+            uncovered: &self.uncovered,
+            index: &self.index,
+            retention_ms: self.event_retention_ms,
+        };
+        match prune(&parts, now) {
             Ok(0) => {}
             Ok(removed) => {
                 tracing::debug!(segments = removed, "covered events past retention removed")
@@ -730,8 +778,33 @@ impl Writer {
 
 /// The index of the events the last run left uncovered: those of the conversations with a
 /// mark, from each one's first uncovered event, read from the records after the oldest.
-fn index_uncovered(log: &EventLog, uncovered: &Uncovered) -> Result<UncoveredIndex, StorageError> {
+fn index_uncovered(
+    tree: &sled::Tree,
+    log: &EventLog,
+    uncovered: &Uncovered,
+) -> Result<UncoveredIndex, StorageError> {
     let mut index = UncoveredIndex::default();
+    for entry in tree.scan_prefix([ASIDE]) {
+        let (key, value) = entry?;
+        let event: StoredEvent = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?;
+        let wanted = uncovered
+            .first_uncovered(&event.conversation)
+            .is_some_and(|from| {
+                event.seq >= from && event.seq <= uncovered.aside(&event.conversation)
+            });
+        if wanted {
+            let place = Place {
+                seq: event.seq,
+                segment: 0,
+                offset: 0,
+                len: 0,
+            };
+            index.add(&event.conversation, place);
+        } else {
+            // Left by a crash between a snapshot and the removal of what it covered.
+            tree.remove(key)?;
+        }
+    }
     if uncovered.counts().0 == 0 {
         return Ok(index);
     }
@@ -740,6 +813,7 @@ fn index_uncovered(log: &EventLog, uncovered: &Uncovered) -> Result<UncoveredInd
             if uncovered
                 .first_uncovered(&event.conversation)
                 .is_some_and(|from| event.seq >= from)
+                && event.seq > uncovered.aside(&event.conversation)
             {
                 index.add(&event.conversation, place);
             }
@@ -829,20 +903,109 @@ fn recover_from_log(
     Ok(last)
 }
 
-/// See [`Journal::prune_events`].
-fn prune(
-    log: &Mutex<EventLog>,
-    uncovered: &Mutex<Uncovered>,
+/// What retention works on, shared by the journal and its writer.
+struct Parts<'a> {
+    tree: &'a sled::Tree,
+    log: &'a Mutex<EventLog>,
+    uncovered: &'a Mutex<Uncovered>,
+    index: &'a Mutex<UncoveredIndex>,
     retention_ms: i64,
-    now_ms: i64,
-) -> Result<usize, StorageError> {
-    let covered_below = uncovered
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .covered_below();
-    log.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .prune(covered_below, retention_ms, now_ms)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// See [`Journal::prune_events`]. A segment old enough whose only uncovered events belong to
+/// long-uncovered conversations (an actor failing for hours, say) does not hold back every
+/// later segment: those few events are set aside in sled first, then it goes.
+fn prune(parts: &Parts<'_>, now_ms: i64) -> Result<usize, StorageError> {
+    if parts.retention_ms == 0 {
+        return Ok(0);
+    }
+    let mut flushed = false;
+    let mut removed = 0;
+    for _ in 0..PRUNE_PER_PASS {
+        let Some((_, last, newest_ms)) = lock(parts.log).oldest() else {
+            break;
+        };
+        if last == 0 || newest_ms.saturating_add(parts.retention_ms) > now_ms {
+            break;
+        }
+        let (covered_below, checkpoint) = {
+            let uncovered = lock(parts.uncovered);
+            (uncovered.covered_below(), uncovered.checkpoint())
+        };
+        if last >= covered_below {
+            if last > checkpoint {
+                break;
+            }
+            set_aside(parts, last)?;
+            // What was just set aside must be flushed before its segment goes.
+            flushed = false;
+            continue;
+        }
+        if !flushed {
+            // What lets the segment go (the snapshots covering its events, the events set
+            // aside) must be on disk before it is gone.
+            parts.tree.flush()?;
+            flushed = true;
+        }
+        lock(parts.log).remove_oldest()?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Copies the uncovered events up to `through` of the long-uncovered conversations holding
+/// them into sled (`q` keys), points the index there, and records it in their `p` keys.
+fn set_aside(parts: &Parts<'_>, through: u64) -> Result<(), StorageError> {
+    let holding = lock(parts.uncovered).holding(through);
+    for conversation in holding {
+        let places: Vec<Place> = lock(parts.index)
+            .after(&conversation, 0)
+            .into_iter()
+            .filter(|p| p.seq <= through && p.segment != 0)
+            .collect();
+        let events = lock(parts.log).read(&places)?;
+        for event in &events {
+            // unwrap: serialising strings, integers and already-valid JSON cannot fail.
+            let value = serde_json::to_vec(event).unwrap();
+            parts
+                .tree
+                .insert(aside_key(&conversation, event.seq), value)?;
+        }
+        lock(parts.index).set_aside(&conversation, through);
+        let mark = lock(parts.uncovered).set_aside(&conversation, through);
+        match mark {
+            Some((key, value)) => {
+                parts.tree.insert(key, value)?;
+            }
+            // Covered meanwhile: nothing needs them.
+            None => {
+                for event in &events {
+                    parts.tree.remove(aside_key(&conversation, event.seq))?;
+                }
+            }
+        }
+        tracing::info!(
+            conversation = %conversation,
+            events = events.len(),
+            through,
+            "uncovered events of a long-uncovered conversation set aside so that older journal segments can go"
+        );
+    }
+    Ok(())
+}
+
+fn aside_key(conversation: &ConversationKey, seq: u64) -> Vec<u8> {
+    let name = conversation.to_string();
+    let mut key = Vec::with_capacity(1 + name.len() + 1 + 8);
+    key.push(ASIDE);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// Events of releases before the event log, one sled key each (`e` conversation `\0` seq),
@@ -1092,7 +1255,8 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn no_retention_keeps_every_event_and_a_stuck_chat_keeps_what_follows_it() {
+    async fn no_retention_keeps_every_event_and_a_stuck_chats_events_are_set_aside_for_the_rest_to_go(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let t0 = received_tomorrow();
         let journal = keeping_events_for(dir.path(), 0);
@@ -1106,8 +1270,8 @@ mod tests {
         assert_eq!(seqs(&journal), [1]);
         drop(journal);
 
-        // A chat left uncovered past the checkpoint (its own `p` key) holds back every later
-        // batch: pruning goes oldest first.
+        // A chat left uncovered past the checkpoint (its own `p` key, as when its actor keeps
+        // failing) does not hold back every later segment: its event is set aside in sled.
         let journal = keeping_events_for(dir.path(), 1);
         journal
             .append(&demo(), vec![event("S1", "Ustuck", "x")], t0)
@@ -1124,12 +1288,39 @@ mod tests {
         assert_eq!(keys_with_prefix(&journal, b"p"), 1, "promoted");
         assert_eq!(
             journal.prune_events(i64::MAX / 2).unwrap(),
-            1,
-            "only E1's batch"
+            22,
+            "E1's, S1's and Ua's segments"
         );
-        assert_eq!(seqs(&journal).len(), 21);
-        journal.clear_pending(&key("Ustuck"), 2).unwrap();
-        assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 21);
+        assert_eq!(journal.event_segments(), 0);
+        assert_eq!(seqs(&journal), [2], "the stuck chat's event, set aside");
+        assert_eq!(keys_with_prefix(&journal, b"q"), 1);
+        let stuck = |journal: &Journal| -> Vec<u64> {
+            journal
+                .events_after(&key("Ustuck"), 0)
+                .map(|e| e.unwrap().seq)
+                .collect()
+        };
+        assert_eq!(stuck(&journal), [2], "still read by its conversation");
+        drop(journal);
+
+        let journal = keeping_events_for(dir.path(), 1);
+        assert!(journal
+            .pending_conversations()
+            .contains(&(key("Ustuck"), 2)));
+        assert_eq!(stuck(&journal), [2], "and after a restart");
+        journal
+            .append(&demo(), vec![event("S2", "Ustuck", "y")], t0)
+            .await
+            .unwrap();
+        assert_eq!(stuck(&journal), [2, 23], "set aside, then in the log");
+        journal.clear_pending(&key("Ustuck"), 23).unwrap();
+        assert_eq!(
+            keys_with_prefix(&journal, b"q"),
+            0,
+            "covered: gone from sled"
+        );
+        assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 1);
+        assert!(seqs(&journal).is_empty());
     }
 
     #[actix_web::test]

@@ -34,6 +34,9 @@ struct Mark {
     latest: u64,
     /// Has a `p` key, and no longer holds the checkpoint back.
     promoted: bool,
+    /// Its uncovered events at or below this were set aside in sled (see the journal's
+    /// `set_aside`), so the event log need not keep them; 0: none.
+    aside: u64,
 }
 
 /// The in-memory marks, shared by the journal writer (which adds) and snapshot saves (which
@@ -88,13 +91,14 @@ impl Uncovered {
         for entry in tree.scan_prefix([PROMOTED]) {
             let (key, value) = entry?;
             let conversation = parse_conversation(&key, &key[1..])?;
-            let (latest, first) = decode_promoted(&key, &value)?;
+            let (latest, first, aside) = decode_promoted(&key, &value)?;
             this.marks.insert(
                 conversation,
                 Mark {
                     first,
                     latest,
                     promoted: true,
+                    aside,
                 },
             );
         }
@@ -168,8 +172,8 @@ impl Uncovered {
             }
             let mark = self.marks.get_mut(&conversation).expect("marked");
             mark.promoted = true;
-            let value = [mark.latest.to_be_bytes(), mark.first.to_be_bytes()].concat();
-            out.inserts.push((promoted_key(&conversation), value));
+            out.inserts
+                .push((promoted_key(&conversation), encode_promoted(mark)));
         }
     }
 
@@ -227,6 +231,7 @@ impl Uncovered {
                         first,
                         latest,
                         promoted: false,
+                        aside: 0,
                     },
                 );
             }
@@ -243,14 +248,42 @@ impl Uncovered {
         self.marks.get(conversation).map(|m| m.first)
     }
 
-    /// Every event below it is covered: past the checkpoint, and before the first uncovered
-    /// event of every conversation with a `p` key (which the checkpoint has moved past).
+    /// The event log need keep no event below it: those are covered (past the checkpoint, and
+    /// before the first uncovered event of every conversation with a `p` key, which the
+    /// checkpoint has moved past) or set aside in sled.
     pub fn covered_below(&self) -> u64 {
         self.marks
             .values()
             .filter(|m| m.promoted)
-            .map(|m| m.first)
+            .map(|m| m.first.max(m.aside + 1))
             .fold(self.checkpoint + 1, u64::min)
+    }
+
+    /// The conversations with a `p` key whose uncovered events in the event log begin at or
+    /// below `seq`: what holds a segment ending at `seq` once the checkpoint is past it.
+    pub fn holding(&self, seq: u64) -> Vec<ConversationKey> {
+        self.marks
+            .iter()
+            .filter(|(_, m)| m.promoted && m.first.max(m.aside + 1) <= seq)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// `conversation`'s uncovered events up to `through` are now set aside in sled; returns
+    /// its `p` key and value saying so.
+    pub fn set_aside(
+        &mut self,
+        conversation: &ConversationKey,
+        through: u64,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mark = self.marks.get_mut(conversation).filter(|m| m.promoted)?;
+        mark.aside = mark.aside.max(through);
+        Some((promoted_key(conversation), encode_promoted(mark)))
+    }
+
+    /// Up to where `conversation`'s events were set aside (0: none).
+    pub fn aside(&self, conversation: &ConversationKey) -> u64 {
+        self.marks.get(conversation).map_or(0, |m| m.aside)
     }
 
     /// Conversations with uncovered events, and how many of them have their own `p` key.
@@ -311,13 +344,25 @@ fn decode_record(
     Ok((last, conversations))
 }
 
-/// `latest`, then (since the journal stores events in batches) the first uncovered event; a
-/// `p` key of an older release has only `latest`, and its first is unknown: 0.
-fn decode_promoted(key: &[u8], value: &[u8]) -> Result<(u64, u64), StorageError> {
+/// `latest`, then the first uncovered event, then up to where its events are set aside.
+fn encode_promoted(mark: &Mark) -> Vec<u8> {
+    [
+        mark.latest.to_be_bytes(),
+        mark.first.to_be_bytes(),
+        mark.aside.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// (latest, first, aside). A `p` key of an older release has only `latest`, and its first is
+/// unknown: 0.
+fn decode_promoted(key: &[u8], value: &[u8]) -> Result<(u64, u64, u64), StorageError> {
+    let part = |i: usize| decode_seq(key, &value[i * 8..(i + 1) * 8]);
     match value.len() {
-        8 => Ok((decode_seq(key, value)?, 0)),
-        16 => Ok((decode_seq(key, &value[..8])?, decode_seq(key, &value[8..])?)),
-        _ => Err(corrupt(key, "a promoted mark is 8 or 16 bytes")),
+        8 => Ok((part(0)?, 0, 0)),
+        16 => Ok((part(0)?, part(1)?, 0)),
+        24 => Ok((part(0)?, part(1)?, part(2)?)),
+        _ => Err(corrupt(key, "a promoted mark is 8, 16 or 24 bytes")),
     }
 }
 
