@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::event_log::{EventLog, Place, UncoveredIndex, SEGMENT_BYTES};
+use super::event_log::{EventLog, Place, Record, UncoveredIndex, SEGMENT_BYTES};
 use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
@@ -201,11 +201,15 @@ impl Journal {
             );
         }
         let mut uncovered = Uncovered::load(&tree, options.promote_after)?;
-        let last_seq = recover_from_log(&tree, &log, last_seq, &mut uncovered)?;
+        // One read of the log's tail serves both: what sled lost in a crash, and the index of
+        // what no snapshot covers (recovery only adds marks past `last_seq`).
+        let tail = log.records_from(uncovered.covered_below().min(last_seq + 1))?;
+        let last_seq = recover_from_log(&tree, &tail, last_seq, &mut uncovered)?;
+        let index = index_uncovered(&tree, tail, &uncovered)?;
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
-        let index = Arc::new(Mutex::new(index_uncovered(&tree, &log, &uncovered)?));
+        let index = Arc::new(Mutex::new(index));
         let uncovered = Arc::new(Mutex::new(uncovered));
         let log = Arc::new(Mutex::new(log));
         let checks = Arc::new(RedeliveryChecks::open(
@@ -344,12 +348,7 @@ impl Journal {
         conversation: &ConversationKey,
         after: u64,
     ) -> impl Iterator<Item = Result<StoredEvent, StorageError>> {
-        let places = self
-            .inner
-            .index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .after(conversation, after);
+        let places = lock(&self.inner.index).after(conversation, after);
         // Events set aside come first: they are the older ones.
         let (aside, in_log): (Vec<Place>, Vec<Place>) =
             places.into_iter().partition(|p| p.segment == 0);
@@ -367,11 +366,7 @@ impl Journal {
             events.extend(self.log().read(&in_log)?);
             Ok(events)
         };
-        let found: Vec<_> = match read() {
-            Ok(events) => events.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        found.into_iter()
+        each(read())
     }
 
     /// Every stored event, in sequence order. For tools and tests; it reads the whole journal.
@@ -387,11 +382,7 @@ impl Journal {
             events.sort_by_key(|e| e.seq);
             Ok(events)
         };
-        let events: Vec<_> = match read() {
-            Ok(events) => events.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        events.into_iter()
+        each(read())
     }
 
     /// Removes the oldest segment files whose events are all covered by snapshots and were
@@ -412,7 +403,7 @@ impl Journal {
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, EventLog> {
-        self.inner.log.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.log)
     }
 
     /// Whether the event with this `webhookEventId` and `timestamp` has been stored for
@@ -446,7 +437,7 @@ impl Journal {
         // The index first: an event leaves it before its batch may be pruned. It knows the
         // chat's next event, which lets the checkpoint move up to it.
         let next = {
-            let mut index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut index = lock(&self.inner.index);
             index.covered(conversation, applied);
             index.first(conversation)
         };
@@ -484,11 +475,7 @@ impl Journal {
 
     /// Events no snapshot covers yet, indexed in memory by chat.
     pub fn uncovered_events(&self) -> usize {
-        self.inner
-            .index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .events()
+        lock(&self.inner.index).events()
     }
 
     /// fsyncs of the event log (one per writer batch with `durability = "flush"`).
@@ -728,7 +715,7 @@ impl Writer {
         }
         if seq != first_seq {
             // The log first: it is what makes the events durable (see `super::event_log`).
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let mut log = lock(&self.log);
             let places = log.append(&records, self.event_retention_ms)?;
             // Held until sled has the marks, so that a checkpoint is never computed from marks
             // sled has not taken yet. If writing fails, the marks of its events stay: harmless,
@@ -748,7 +735,7 @@ impl Writer {
             drop(log);
             drop(uncovered);
             // Before the registry hears of them: a conversation that reads the journal finds them.
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut index = lock(&self.index);
             for (record, place) in records.iter().zip(places) {
                 index.add(&record.conversation, place);
             }
@@ -777,10 +764,11 @@ impl Writer {
 }
 
 /// The index of the events the last run left uncovered: those of the conversations with a
-/// mark, from each one's first uncovered event, read from the records after the oldest.
+/// mark, from each one's first uncovered event: set aside in sled, or in `tail`, the log's
+/// records from the oldest on.
 fn index_uncovered(
     tree: &sled::Tree,
-    log: &EventLog,
+    tail: Vec<Record>,
     uncovered: &Uncovered,
 ) -> Result<UncoveredIndex, StorageError> {
     let mut index = UncoveredIndex::default();
@@ -805,10 +793,7 @@ fn index_uncovered(
             tree.remove(key)?;
         }
     }
-    if uncovered.counts().0 == 0 {
-        return Ok(index);
-    }
-    for record in log.records_from(uncovered.covered_below())? {
+    for record in tail {
         for (event, place) in record.events {
             if uncovered
                 .first_uncovered(&event.conversation)
@@ -854,17 +839,17 @@ struct CheckFields {
     timestamp: i64,
 }
 
-/// Gives sled what it lost of the log's last batches in a crash (those past its last sequence
-/// number): their redelivery checks, their uncovered marks and the sequence number. Returns
-/// the last sequence number.
+/// Gives sled what it lost of the log's last batches in a crash (those of `tail` past its last
+/// sequence number): their redelivery checks, their uncovered marks and the sequence number.
+/// Returns the last sequence number.
 fn recover_from_log(
     tree: &sled::Tree,
-    log: &EventLog,
+    tail: &[Record],
     sled_last: u64,
     uncovered: &mut Uncovered,
 ) -> Result<u64, StorageError> {
     let mut last = sled_last;
-    for record in log.records_from(sled_last + 1)? {
+    for record in tail {
         let mut checks = Vec::new();
         let mut spans: Vec<(ConversationKey, u64, u64)> = Vec::new();
         let mut first = None;
@@ -912,8 +897,18 @@ struct Parts<'a> {
     retention_ms: i64,
 }
 
+/// A poisoned lock is taken as is: what it guards is left consistent between statements.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the journal's readers return: each item, or the one error that stopped the read.
+fn each<T>(read: Result<Vec<T>, StorageError>) -> std::vec::IntoIter<Result<T, StorageError>> {
+    let items: Vec<_> = match read {
+        Ok(items) => items.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    };
+    items.into_iter()
 }
 
 /// See [`Journal::prune_events`]. A segment old enough whose only uncovered events belong to
