@@ -55,9 +55,9 @@ fn through_actors(c: &mut Criterion) {
                     arbiters: 0,
                 };
                 let registry =
-                    Registry::new(Arc::new(store), ConversationSettings::default(), runtime)
-                        .start();
-                journal.notify(registry.clone().recipient());
+                    Registry::new(Arc::new(store), ConversationSettings::default(), runtime);
+                journal.notify(registry.live_conversations());
+                let registry = registry.start();
                 let account = AccountId::parse("demo").unwrap();
                 let mut next_id = 0u64;
                 let start = Instant::now();

@@ -4,7 +4,8 @@
 # server's LINE API pointed at it, so agent send → LINE is measured.
 # Knobs: RATE (webhooks/s, 5000), DURATION (s, 10), AGENTS (200), CAPACITY (100), USERS (1000),
 # WARMUP (1: agents hold every conversation before measuring; 0: cold), LINE_PORT (9100),
-# LINEDESK (the binary, target/release/linedesk), EXTRA (more loadgen flags, e.g. --json).
+# LINEDESK (the binary, target/release/linedesk), EXTRA (more loadgen flags, e.g. --json),
+# SERVER_ENV (more settings for the server, e.g. "LINEDESK__STORAGE__CACHE_CAPACITY_BYTES=67108864").
 # The server's client limit to LINE's send endpoints is raised to 20,000/s: LINE allows a
 # channel 2,000/s, below the load of one account answering 5,000 messages/s; this measures
 # linedesk, not LINE's quota.
@@ -24,7 +25,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 "$LINEDESK" loadgen agents-config --agents "$AGENTS" --capacity "$CAPACITY" > "$work/agents.toml"
-LINEDESK__SERVER__BIND=127.0.0.1:0 LINEDESK__STORAGE__PATH="$work/db" LINEDESK__LOG__LEVEL=warn \
+env ${SERVER_ENV:-} LINEDESK__SERVER__BIND=127.0.0.1:0 LINEDESK__STORAGE__PATH="$work/db" LINEDESK__LOG__LEVEL=warn \
 LINEDESK__LINE__API_BASE="http://127.0.0.1:$LINE_PORT" \
 LINEDESK__LINE__DATA_API_BASE="http://127.0.0.1:$LINE_PORT" \
 LINEDESK__LINE__REQUESTS_PER_SECOND=20000 LINEDESK__LINE__BURST=2000 \

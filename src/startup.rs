@@ -120,9 +120,9 @@ impl Application {
             settings.conversation.lifecycle(),
             settings.conversation.runtime(),
         )
-        .with_links(links)
-        .start();
-        journal.notify(registry.clone().recipient());
+        .with_links(links);
+        journal.notify(registry.live_conversations());
+        let registry = registry.start();
         router.do_send(AttachRouter {
             registry: registry.clone(),
             agents: settings

@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use actix::Recipient;
-use linedesk_actors::conversation::EventsStored;
+use linedesk_actors::conversation::{EventsStored, StoredEventsSink};
 use linedesk_actors::domain::{AccountId, ConversationKey, Inbound};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -132,8 +131,8 @@ struct Inner {
     event_retention_ms: i64,
 }
 
-/// Where the writer reports stored events: the conversation registry, once it is started.
-type Listener = Arc<Mutex<Option<Recipient<EventsStored>>>>;
+/// Where the writer reports stored events: the live conversations, once the registry is started.
+type Listener = Arc<Mutex<Option<Box<dyn StoredEventsSink>>>>;
 
 /// One delivery waiting for the writer.
 struct Append {
@@ -262,15 +261,17 @@ impl Journal {
         self.inner.checks.expire(&self.inner.tree, now_ms)
     }
 
-    /// From now on every stored event is reported to `registry`, by the writer, in sequence
-    /// order and before `append` returns: a conversation sees its events in order, and a
-    /// caller that saw its append finish and then asks the registry finds them applied.
-    pub fn notify(&self, registry: Recipient<EventsStored>) {
+    /// From now on every stored event is reported to `sink` (the registry's live
+    /// conversations), by the writer, in sequence order, as soon as the appends that stored
+    /// them are answered (their acknowledgement goes first; a conversation asked a question
+    /// reads the journal first, so a caller that saw its append finish still finds them
+    /// applied).
+    pub fn notify(&self, sink: impl StoredEventsSink + 'static) {
         *self
             .inner
             .listener
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(registry);
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(sink));
     }
 
     /// Stores the events that were not stored before, in order. When this returns they are in
@@ -550,10 +551,10 @@ impl Writer {
             }
             match self.write(&mut group) {
                 Ok((outcomes, stored)) => {
-                    self.report(stored);
                     for (append, outcome) in group.into_iter().zip(outcomes) {
                         let _ = append.done.send(Ok(outcome));
                     }
+                    self.report(stored);
                 }
                 Err(e) => {
                     tracing::error!(error.message = %e, "journal batch failed; nothing of it was stored");
@@ -616,12 +617,12 @@ impl Writer {
         }
     }
 
-    /// Tells the registry, one notice per conversation, in sequence order.
+    /// Tells the conversations, one notice per conversation, in sequence order.
     fn report(&self, stored: Vec<EventsStored>) {
         let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(registry) = listener.as_ref() {
+        if let Some(sink) = listener.as_ref() {
             for notice in stored {
-                registry.do_send(notice);
+                sink.stored(notice);
             }
         }
     }
@@ -1105,7 +1106,7 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn the_registry_is_told_in_order_with_the_events_before_append_returns() {
+    async fn the_registry_is_told_in_order_with_the_events() {
         use actix::Actor;
         let (_dir, journal) = journal();
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -1120,7 +1121,7 @@ mod tests {
         ];
         journal.append(&demo(), batch, 1).await.unwrap();
         let notices = {
-            // The notices were sent before `append` returned; let the collector run.
+            // The notices are sent as `append` returns; let the collector run.
             let mut notices = Vec::new();
             for _ in 0..10_000 {
                 notices.append(&mut seen.lock().unwrap());

@@ -16,7 +16,7 @@ mod tests;
 pub use actor::now_ms;
 pub use actor::{Conversation, ConversationEnv, ConversationLinks, RuntimeSettings};
 pub use messages::*;
-pub use registry::Registry;
+pub use registry::{LiveConversations, Registry, StoredEventsSink};
 pub use state::{
     Author, Cause, ContactState, Conversation as ConversationRecord, ConversationSettings,
     ConversationState, Effect, RoutingInfo, Status, TranscriptEntry, TransferTarget, Transition,

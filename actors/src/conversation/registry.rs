@@ -2,12 +2,14 @@
 //! forwards to it, lets it go when it is idle, fires due timers, and resumes at start-up the
 //! chats whose journal is ahead of their snapshot.
 //!
-//! It is the only holder of conversation addresses, so a passivated actor has no address left
-//! and the Supervisor does not bring it back. Conversations run on their own arbiters (threads),
+//! Its directory of live actors ([`LiveConversations`]) is the only holder of conversation
+//! addresses, so a passivated actor has no address left and the Supervisor does not bring it
+//! back. The journal's writer shares the directory: stored events go to their actor without a
+//! hop through the registry. Conversations run on their own arbiters (threads),
 //! spread by key, so a slow one holds up only its thread's share, never the registry.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
 
@@ -28,52 +30,85 @@ struct Live {
     notified_seq: u64,
 }
 
-pub struct Registry {
-    store: Arc<dyn ConversationStore>,
-    settings: ConversationSettings,
-    runtime: RuntimeSettings,
+/// Where the journal reports the events it stored, one notice per conversation, in sequence
+/// order.
+pub trait StoredEventsSink: Send + Sync {
+    fn stored(&self, notice: EventsStored);
+}
+
+impl StoredEventsSink for Recipient<EventsStored> {
+    fn stored(&self, notice: EventsStored) {
+        self.do_send(notice);
+    }
+}
+
+/// The live conversation actors by chat, shared by the registry and whoever stores events (the
+/// journal's writer): a stored event reaches its actor, starting it if needed, from the thread
+/// that stored it, without a hop through the registry's mailbox. Starts, notices and
+/// passivations all happen under its one lock, so an actor's notices are enqueued in sequence
+/// order and none goes to an actor the registry has let go.
+#[derive(Clone)]
+pub struct LiveConversations(Arc<Mutex<Directory>>);
+
+struct Directory {
+    /// Set when the registry starts; notices stored before that wait in `early`.
     env: Option<Arc<ConversationEnv>>,
-    links: ConversationLinks,
+    early: Vec<EventsStored>,
+    /// The registry is gone (the system stops): notices have no one to go to.
+    closed: bool,
     live: HashMap<ConversationKey, Live>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     stats: RegistryStats,
 }
 
-impl Registry {
-    pub fn new(
-        store: Arc<dyn ConversationStore>,
-        settings: ConversationSettings,
-        runtime: RuntimeSettings,
-    ) -> Self {
-        let threads = match runtime.arbiters {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
-        Self {
-            store,
-            settings,
-            runtime,
+impl StoredEventsSink for LiveConversations {
+    fn stored(&self, notice: EventsStored) {
+        let mut directory = self.lock();
+        if directory.closed {
+            return;
+        }
+        if directory.env.is_none() {
+            directory.early.push(notice);
+            return;
+        }
+        directory.notify(notice.key, notice.seq, notice.events);
+    }
+}
+
+impl LiveConversations {
+    fn new(arbiters: Vec<ArbiterHandle>) -> Self {
+        Self(Arc::new(Mutex::new(Directory {
             env: None,
-            links: ConversationLinks::default(),
+            early: Vec::new(),
+            closed: false,
             live: HashMap::new(),
             arbiters,
             next_arbiter: 0,
             stats: RegistryStats::default(),
-        }
+        })))
     }
 
-    /// Connects conversations to routing and agents.
-    pub fn with_links(mut self, links: ConversationLinks) -> Self {
-        self.links = links;
-        self
+    fn lock(&self) -> MutexGuard<'_, Directory> {
+        // A panic elsewhere while holding it leaves the map itself whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The live actor of `key`, started (and so recovered from storage) if needed.
+    fn addr(&self, key: &ConversationKey) -> Addr<Conversation> {
+        self.lock().actor(key).addr.clone()
+    }
+
+    fn notify(&self, key: ConversationKey, seq: u64, events: Vec<Inbound>) {
+        self.lock().notify(key, seq, events);
+    }
+}
+
+impl Directory {
+    /// The live actor of `key`, started (and so recovered from storage) if needed.
     fn actor(&mut self, key: &ConversationKey) -> &mut Live {
         if !self.live.contains_key(key) {
-            // unwrap: `env` is set in `started`, before any message is handled.
+            // unwrap: callers come after the registry's `started`, which sets `env`.
             let env = self.env.clone().unwrap();
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
@@ -93,24 +128,6 @@ impl Registry {
         self.live.get_mut(key).unwrap()
     }
 
-    fn resume_pending(&mut self) {
-        match self.store.pending() {
-            Ok(pending) => {
-                let count = pending.len();
-                for (key, seq) in pending {
-                    self.notify(key, seq, Vec::new());
-                }
-                if count > 0 {
-                    tracing::info!(
-                        conversations = count,
-                        "resuming conversations with unapplied events"
-                    );
-                }
-            }
-            Err(e) => tracing::error!(error.message = %e, "cannot list pending conversations"),
-        }
-    }
-
     fn notify(&mut self, key: ConversationKey, seq: u64, events: Vec<Inbound>) {
         let live = self.actor(&key);
         let after = live.notified_seq;
@@ -118,59 +135,13 @@ impl Registry {
         live.addr.do_send(JournalAppended { seq, events, after });
     }
 
-    fn fire_due_timers(&mut self) {
-        let now = now_ms();
-        match self.store.due(now, DUE_PER_SWEEP) {
-            Ok(timers) => {
-                for timer in timers {
-                    self.actor(&timer.key).addr.do_send(Tick {
-                        now_ms: now,
-                        indexed_ms: timer.deadline_ms,
-                    });
-                }
-            }
-            Err(e) => tracing::error!(error.message = %e, "cannot read due timers"),
-        }
-    }
-}
-
-impl Actor for Registry {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.env = Some(Arc::new(ConversationEnv {
-            store: self.store.clone(),
-            settings: self.settings.clone(),
-            runtime: self.runtime.clone(),
-            registry: ctx.address().recipient(),
-            links: self.links.clone(),
-        }));
-        self.resume_pending();
-        self.fire_due_timers();
-        ctx.run_interval(self.runtime.timer_resolution, |act, _| {
-            act.fire_due_timers()
-        });
-    }
-}
-
-impl Handler<EventsStored> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: EventsStored, _: &mut Self::Context) {
-        tracing::debug!(key = %msg.key, seq = msg.seq, "events stored");
-        self.notify(msg.key, msg.seq, msg.events);
-    }
-}
-
-impl Handler<ConversationIdle> for Registry {
-    type Result = bool;
-
-    fn handle(&mut self, msg: ConversationIdle, _: &mut Self::Context) -> bool {
-        match self.live.get(&msg.key) {
+    /// Lets `key`'s actor stop unless it was told of events it has not applied.
+    fn passivate(&mut self, key: &ConversationKey, applied_seq: u64) -> bool {
+        match self.live.get(key) {
             // Told about events it has not applied yet: it must stay.
-            Some(live) if live.notified_seq > msg.applied_seq => false,
+            Some(live) if live.notified_seq > applied_seq => false,
             Some(_) => {
-                self.live.remove(&msg.key);
+                self.live.remove(key);
                 self.stats.passivated += 1;
                 // A map does not shrink by itself: after a burst of conversations it would hold
                 // their memory forever.
@@ -184,11 +155,140 @@ impl Handler<ConversationIdle> for Registry {
     }
 }
 
+pub struct Registry {
+    store: Arc<dyn ConversationStore>,
+    settings: ConversationSettings,
+    runtime: RuntimeSettings,
+    links: ConversationLinks,
+    live: LiveConversations,
+}
+
+impl Registry {
+    pub fn new(
+        store: Arc<dyn ConversationStore>,
+        settings: ConversationSettings,
+        runtime: RuntimeSettings,
+    ) -> Self {
+        let threads = match runtime.arbiters {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
+        Self {
+            store,
+            settings,
+            runtime,
+            links: ConversationLinks::default(),
+            live: LiveConversations::new(arbiters),
+        }
+    }
+
+    /// Connects conversations to routing and agents.
+    pub fn with_links(mut self, links: ConversationLinks) -> Self {
+        self.links = links;
+        self
+    }
+
+    /// The live actors, for the journal to report stored events to directly.
+    pub fn live_conversations(&self) -> LiveConversations {
+        self.live.clone()
+    }
+
+    fn resume_pending(&mut self) {
+        match self.store.pending() {
+            Ok(pending) => {
+                let count = pending.len();
+                for (key, seq) in pending {
+                    self.live.notify(key, seq, Vec::new());
+                }
+                if count > 0 {
+                    tracing::info!(
+                        conversations = count,
+                        "resuming conversations with unapplied events"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error.message = %e, "cannot list pending conversations"),
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = now_ms();
+        match self.store.due(now, DUE_PER_SWEEP) {
+            Ok(timers) => {
+                let mut directory = self.live.lock();
+                for timer in timers {
+                    directory.actor(&timer.key).addr.do_send(Tick {
+                        now_ms: now,
+                        indexed_ms: timer.deadline_ms,
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error.message = %e, "cannot read due timers"),
+        }
+    }
+}
+
+impl Drop for Registry {
+    /// The environment holds the store, and the store the journal that holds this directory:
+    /// without this the database would stay open after the system stops.
+    fn drop(&mut self) {
+        let mut directory = self.live.lock();
+        directory.closed = true;
+        directory.env = None;
+        directory.early.clear();
+        directory.live.clear();
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let env = Arc::new(ConversationEnv {
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            runtime: self.runtime.clone(),
+            registry: ctx.address().recipient(),
+            links: self.links.clone(),
+        });
+        {
+            let mut directory = self.live.lock();
+            directory.env = Some(env);
+            for notice in std::mem::take(&mut directory.early) {
+                directory.notify(notice.key, notice.seq, notice.events);
+            }
+        }
+        self.resume_pending();
+        self.fire_due_timers();
+        ctx.run_interval(self.runtime.timer_resolution, |act, _| {
+            act.fire_due_timers()
+        });
+    }
+}
+
+impl Handler<EventsStored> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: EventsStored, _: &mut Self::Context) {
+        tracing::debug!(key = %msg.key, seq = msg.seq, "events stored");
+        self.live.notify(msg.key, msg.seq, msg.events);
+    }
+}
+
+impl Handler<ConversationIdle> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: ConversationIdle, _: &mut Self::Context) -> bool {
+        self.live.lock().passivate(&msg.key, msg.applied_seq)
+    }
+}
+
 impl Handler<AskConversation> for Registry {
     type Result = ResponseFuture<Result<ConversationView, ConversationError>>;
 
     fn handle(&mut self, msg: AskConversation, _: &mut Self::Context) -> Self::Result {
-        let addr = self.actor(&msg.key).addr.clone();
+        let addr = self.live.addr(&msg.key);
         let unreachable = |e: MailboxError| ConversationError::Unreachable(e.to_string());
         Box::pin(traced(&msg.key, async move {
             match msg.question {
@@ -209,7 +309,13 @@ impl Handler<SnapshotAll> for Registry {
     type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, _: SnapshotAll, _: &mut Self::Context) -> Self::Result {
-        let addrs: Vec<_> = self.live.values().map(|l| l.addr.clone()).collect();
+        let addrs: Vec<_> = self
+            .live
+            .lock()
+            .live
+            .values()
+            .map(|l| l.addr.clone())
+            .collect();
         Box::pin(async move {
             // `send` enqueues at once, so every actor saves on its own arbiter in parallel; the
             // answers are then collected one by one.
@@ -230,9 +336,10 @@ impl Handler<GetRegistryStats> for Registry {
     type Result = MessageResult<GetRegistryStats>;
 
     fn handle(&mut self, _: GetRegistryStats, _: &mut Self::Context) -> Self::Result {
+        let directory = self.live.lock();
         MessageResult(RegistryStats {
-            live: self.live.len(),
-            ..self.stats
+            live: directory.live.len(),
+            ..directory.stats
         })
     }
 }

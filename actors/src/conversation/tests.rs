@@ -99,6 +99,60 @@ where
 }
 
 #[actix::test]
+async fn notices_go_straight_to_live_actors_in_order_even_those_stored_before_the_registry_started()
+{
+    let store = Arc::new(MemoryStore::default());
+    // Every event saved: the snapshots show what the notices alone brought (a question would
+    // read the journal first).
+    let runtime = RuntimeSettings {
+        snapshot_every: 1,
+        ..runtime()
+    };
+    let registry = Registry::new(store.clone(), ConversationSettings::default(), runtime);
+    let live = registry.live_conversations();
+    let (a, b) = (key("Ua"), key("Ub"));
+    // Stored before the registry runs: applied once it starts (its notice waits for it, and
+    // the start resumes every chat whose journal is ahead anyway).
+    store.append(&a, text(1, "early"));
+    live.stored(EventsStored {
+        key: a.clone(),
+        seq: 1,
+        events: vec![text(1, "early")],
+    });
+    let registry = registry.start();
+    let applied = |k: &ConversationKey| store.snapshot(k).map(|s| s.applied_seq);
+    eventually("the early notice delivered", || {
+        let done = applied(&a) == Some(1);
+        async move { done }
+    })
+    .await;
+    // Then straight from the storing thread, interleaved across chats; a notice carrying no
+    // events makes its actor read the journal.
+    for (seq, k, t) in [(2, &a, "a2"), (3, &b, "b3"), (4, &a, "a4"), (5, &b, "b5")] {
+        store.append(k, text(seq, t));
+        let events = if seq == 5 {
+            Vec::new()
+        } else {
+            vec![text(seq, t)]
+        };
+        live.stored(EventsStored {
+            key: k.clone(),
+            seq,
+            events,
+        });
+    }
+    eventually("both chats applied", || {
+        let done = applied(&a) == Some(4) && applied(&b) == Some(5);
+        async move { done }
+    })
+    .await;
+    assert_eq!(texts(&get(&registry, &a).await), ["early", "a2", "a4"]);
+    assert_eq!(texts(&get(&registry, &b).await), ["b3", "b5"]);
+    let stats = registry.send(GetRegistryStats).await.unwrap();
+    assert_eq!((stats.started, stats.live), (2, 2));
+}
+
+#[actix::test]
 async fn events_are_applied_in_order_and_a_state_change_is_snapshotted() {
     let store = Arc::new(MemoryStore::default());
     let registry = start(&store, ConversationSettings::default(), runtime());
