@@ -121,8 +121,9 @@ impl Application {
             settings.conversation.runtime(),
         )
         .with_links(links);
-        journal.notify(registry.live_conversations());
-        let registry = registry.start();
+        let live = registry.live_conversations();
+        journal.notify(live.clone());
+        let registry = registry.launch();
         router.do_send(AttachRouter {
             registry: registry.clone(),
             agents: settings
@@ -153,6 +154,7 @@ impl Application {
             journal: journal.clone(),
             conversations,
             registry: registry.clone(),
+            live,
             router,
             agents,
             metrics: metrics.clone(),

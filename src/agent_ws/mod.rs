@@ -73,7 +73,7 @@ pub async fn agent_ws(
     let ports = SessionPorts {
         agent: agent.addr.clone(),
         router: state.router.clone(),
-        registry: state.registry.clone(),
+        live: state.live.clone(),
         journal: state.journal.clone(),
         heartbeat: std::time::Duration::from_millis(state.settings.routing.heartbeat_interval_ms),
         contacts: state.outbound.contacts.clone(),

@@ -18,8 +18,8 @@ use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use linedesk_actors::agent::{Agent, AgentEvent, Connect, Disconnect};
 use linedesk_actors::conversation::{
-    AgentAction, ApplyAgentAction, AskConversation, Author, ConversationError, Question, Registry,
-    TransferTarget, TransitionError,
+    AgentAction, ApplyAgentAction, AskConversation, Author, ConversationError, LiveConversations,
+    Question, TransferTarget, TransitionError,
 };
 use linedesk_actors::domain::{AgentId, Content, ConversationId, QuickReply};
 use linedesk_actors::outbound::ContactBook;
@@ -37,7 +37,8 @@ use crate::storage::{Journal, SledContacts};
 pub struct SessionPorts {
     pub agent: Addr<Agent>,
     pub router: Addr<Router>,
-    pub registry: Addr<Registry>,
+    /// The live conversations, asked directly rather than through the registry's mailbox.
+    pub live: LiveConversations,
     pub journal: Journal,
     pub heartbeat: Duration,
     /// Customers' LINE profiles, for offers.
@@ -361,11 +362,11 @@ impl AgentSession {
                 action: action.clone(),
             }),
         };
-        let registry = self.ports.registry.clone();
+        let answer = self.ports.live.ask(ask);
         let journal = self.ports.journal.clone();
         let fut = async move {
-            let view = registry.send(ask).await;
-            if let Ok(Ok(view)) = &view {
+            let view = answer.await;
+            if let Ok(view) = &view {
                 if view.changed {
                     // `ack` promises the message survives a crash: wait for the disk.
                     journal.commit().await.map_err(|e| e.to_string())?;
@@ -376,7 +377,7 @@ impl AgentSession {
         ctx.spawn(
             fut.into_actor(self)
                 .map(move |answer, act, ctx| match answer {
-                    Ok(Ok(Ok(view))) => {
+                    Ok(Ok(view)) => {
                         if let (Some(client_msg_id), AgentAction::Send { content, .. }) =
                             (&client_msg_id, &action)
                         {
@@ -412,7 +413,7 @@ impl AgentSession {
                             });
                         }
                     }
-                    Ok(Ok(Err(e))) => {
+                    Ok(Err(e)) => {
                         let code = match &e {
                             ConversationError::Transition(TransitionError::NotYours { .. }) => {
                                 "not_yours"
@@ -433,9 +434,6 @@ impl AgentSession {
                             _ => "internal",
                         };
                         act.error(code, e.to_string(), Some(raw_id.clone()), ctx)
-                    }
-                    Ok(Err(e)) => {
-                        act.error("unavailable", e.to_string(), Some(raw_id.clone()), ctx)
                     }
                     Err(e) => act.error("internal", e, Some(raw_id.clone()), ctx),
                 }),
@@ -536,11 +534,11 @@ impl AgentSession {
             key: conversation.key.clone(),
             question: Question::Get,
         };
-        let request = self.ports.registry.send(ask);
+        let request = self.ports.live.ask(ask);
         let contacts = self.ports.contacts.clone();
         self.queue(Box::pin(async move {
             let (customer, recent) = match request.await {
-                Ok(Ok(view)) => {
+                Ok(view) => {
                     let state = view.state;
                     let recent: Vec<Value> = state
                         .current

@@ -130,15 +130,16 @@ pub async fn detail(
     }
     // The actor answers for its chat, brought up to date with the journal first.
     let view = state
-        .registry
-        .send(AskConversation {
+        .live
+        .ask(AskConversation {
             key: id.key.clone(),
             question: Question::Get,
         })
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .map_err(|e| match e {
-            ConversationError::NotReady => ApiError::Unavailable(e.to_string()),
+            ConversationError::NotReady | ConversationError::Unreachable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             e => ApiError::Internal(e.to_string()),
         })?;
     let chat = &view.state;

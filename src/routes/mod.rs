@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::settings::{AccountSettings, Settings};
 use crate::storage::{Journal, SledConversationStore};
 use actix::Addr;
-use linedesk_actors::conversation::Registry;
+use linedesk_actors::conversation::{LiveConversations, Registry};
 use linedesk_actors::router::actor::Router;
 
 use crate::agent_ws::AgentEntry;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub journal: Journal,
     pub conversations: SledConversationStore,
     pub registry: Addr<Registry>,
+    /// The live conversations, asked directly rather than through the registry's mailbox.
+    pub live: LiveConversations,
     pub router: Addr<Router>,
     pub agents: Vec<AgentEntry>,
     pub metrics: Arc<Metrics>,

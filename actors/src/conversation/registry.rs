@@ -94,9 +94,38 @@ impl LiveConversations {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The live actor of `key`, started (and so recovered from storage) if needed.
-    fn addr(&self, key: &ConversationKey) -> Addr<Conversation> {
-        self.lock().actor(key).addr.clone()
+    /// Asks `key`'s actor, started if needed, from the calling thread: the question does not
+    /// wait behind the registry's mailbox (notices, timers, other chats' questions).
+    pub fn ask(
+        &self,
+        msg: AskConversation,
+    ) -> impl std::future::Future<Output = Result<ConversationView, ConversationError>> + 'static
+    {
+        let addr = {
+            let mut directory = self.lock();
+            directory
+                .env
+                .is_some()
+                .then(|| directory.actor(&msg.key).addr.clone())
+        };
+        let unreachable = |e: MailboxError| ConversationError::Unreachable(e.to_string());
+        traced(&msg.key, async move {
+            let Some(addr) = addr else {
+                return Err(ConversationError::Unreachable(
+                    "the conversation registry is not started".into(),
+                ));
+            };
+            match msg.question {
+                Question::Get => addr.send(GetConversation).await.map_err(unreachable)?,
+                Question::Agent(action) => addr.send(action).await.map_err(unreachable)?,
+                Question::Overflowed(notice) => addr.send(notice).await.map_err(unreachable)?,
+                #[cfg(feature = "fault-injection")]
+                Question::InjectFault => {
+                    addr.send(InjectFault).await.map_err(unreachable)?;
+                    addr.send(GetConversation).await.map_err(unreachable)?
+                }
+            }
+        })
     }
 
     fn notify(&self, key: ConversationKey, seq: u64, events: Vec<Inbound>) {
@@ -189,6 +218,24 @@ impl Registry {
         self
     }
 
+    /// Starts the registry with its directory ready at once, so that questions asked through
+    /// [`LiveConversations::ask`] right after this returns already reach their actors.
+    pub fn launch(self) -> Addr<Self> {
+        let ctx = Context::new();
+        self.live.lock().env = Some(self.env(ctx.address()));
+        ctx.run(self)
+    }
+
+    fn env(&self, registry: Addr<Self>) -> Arc<ConversationEnv> {
+        Arc::new(ConversationEnv {
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            runtime: self.runtime.clone(),
+            registry: registry.recipient(),
+            links: self.links.clone(),
+        })
+    }
+
     /// The live actors, for the journal to report stored events to directly.
     pub fn live_conversations(&self) -> LiveConversations {
         self.live.clone()
@@ -245,16 +292,10 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let env = Arc::new(ConversationEnv {
-            store: self.store.clone(),
-            settings: self.settings.clone(),
-            runtime: self.runtime.clone(),
-            registry: ctx.address().recipient(),
-            links: self.links.clone(),
-        });
+        let env = self.env(ctx.address());
         {
             let mut directory = self.live.lock();
-            directory.env = Some(env);
+            directory.env.get_or_insert(env);
             for notice in std::mem::take(&mut directory.early) {
                 directory.notify(notice.key, notice.seq, notice.events);
             }
@@ -288,20 +329,7 @@ impl Handler<AskConversation> for Registry {
     type Result = ResponseFuture<Result<ConversationView, ConversationError>>;
 
     fn handle(&mut self, msg: AskConversation, _: &mut Self::Context) -> Self::Result {
-        let addr = self.live.addr(&msg.key);
-        let unreachable = |e: MailboxError| ConversationError::Unreachable(e.to_string());
-        Box::pin(traced(&msg.key, async move {
-            match msg.question {
-                Question::Get => addr.send(GetConversation).await.map_err(unreachable)?,
-                Question::Agent(action) => addr.send(action).await.map_err(unreachable)?,
-                Question::Overflowed(notice) => addr.send(notice).await.map_err(unreachable)?,
-                #[cfg(feature = "fault-injection")]
-                Question::InjectFault => {
-                    addr.send(InjectFault).await.map_err(unreachable)?;
-                    addr.send(GetConversation).await.map_err(unreachable)?
-                }
-            }
-        }))
+        Box::pin(self.live.ask(msg))
     }
 }
 

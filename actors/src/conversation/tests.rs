@@ -153,6 +153,33 @@ async fn notices_go_straight_to_live_actors_in_order_even_those_stored_before_th
 }
 
 #[actix::test]
+async fn questions_go_straight_to_the_actor_once_the_registry_is_launched() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = Registry::new(store.clone(), ConversationSettings::default(), runtime());
+    let live = registry.live_conversations();
+    let k = key("Ua");
+    store.append(&k, text(1, "hello"));
+    let ask = || AskConversation {
+        key: k.clone(),
+        question: Question::Get,
+    };
+    // Not launched: an error to pass on, not a hang or a panic.
+    assert!(matches!(
+        live.ask(ask()).await,
+        Err(ConversationError::Unreachable(_))
+    ));
+    let registry = registry.launch();
+    // Asked at once, before the registry's own start ran: the actor starts and reads the
+    // journal.
+    let view = live.ask(ask()).await.unwrap();
+    assert_eq!(texts(&view), ["hello"]);
+    // The registry's mailbox answers from the same actor.
+    assert_eq!(get(&registry, &k).await.state.applied_seq, 1);
+    let stats = registry.send(GetRegistryStats).await.unwrap();
+    assert_eq!((stats.started, stats.live), (1, 1));
+}
+
+#[actix::test]
 async fn events_are_applied_in_order_and_a_state_change_is_snapshotted() {
     let store = Arc::new(MemoryStore::default());
     let registry = start(&store, ConversationSettings::default(), runtime());
