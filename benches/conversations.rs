@@ -1,4 +1,4 @@
-//! Conversation actors: events per second through journal → registry → actor → snapshot, the
+//! Conversation actors: events per second through journal → live actor → snapshot, the
 //! snapshot codec, and what one more message costs a save as a conversation grows. Run:
 //! `cargo bench --bench conversations`.
 
