@@ -4,7 +4,8 @@
 //!
 //! Tree `outbox`:
 //! - `m` outgoing-id        → [`OutboxRecord`] (JSON, versioned): the message, its LINE
-//!   requests, and its delivery status. Kept after delivery: the transcript shows the status.
+//!   requests, and its delivery status. Kept after delivery, for the transcript's delivery
+//!   status, without what it said (see [`SledOutbox::update`]).
 //! - `q` seq(be u64)        → outgoing-id of a message not delivered yet, in the order stored
 //! - `n`                    → the last `q` sequence number
 
@@ -67,6 +68,40 @@ pub enum SentVia {
 }
 
 impl OutboxRecord {
+    /// What is kept of a message LINE accepted (see [`SledOutbox::update`]).
+    fn delivered(&self) -> Self {
+        let outgoing = &self.outgoing;
+        Self {
+            outgoing: Outgoing {
+                id: outgoing.id.clone(),
+                key: outgoing.key.clone(),
+                conversation: outgoing.conversation.clone(),
+                origin: outgoing.origin.clone(),
+                contents: Vec::new(),
+                quick_replies: Vec::new(),
+                reply_token: None,
+                show_sender: outgoing.show_sender,
+                created_at_ms: outgoing.created_at_ms,
+            },
+            requests: self
+                .requests
+                .iter()
+                .map(|r| PlannedRequest {
+                    messages: Vec::new(),
+                    retry_key: r.retry_key.clone(),
+                    sent: r.sent,
+                })
+                .collect(),
+            v: self.v,
+            seq: self.seq,
+            status: self.status.clone(),
+            attempts: self.attempts,
+            first_attempt_at_ms: self.first_attempt_at_ms,
+            next_attempt_at_ms: self.next_attempt_at_ms,
+            reply_tried: true,
+        }
+    }
+
     /// The first request not sent yet.
     pub fn next_request(&self) -> Option<usize> {
         self.requests.iter().position(|r| r.sent.is_none())
@@ -154,8 +189,15 @@ impl SledOutbox {
     ///
     /// The token mark is stored as [`token_spent_on_disk`] says, whatever the dispatcher's copy
     /// says.
+    ///
+    /// A message LINE accepted is stored without its contents, its LINE messages and its reply
+    /// token: the transcript holds what it said, and nothing sends it again. Its retry keys,
+    /// what each request went as, and its status stay. A failed message keeps everything, for
+    /// whoever looks into why.
     pub fn update(&self, record: &OutboxRecord) -> Result<(), StorageError> {
-        let value = if token_spent_on_disk(record) == record.reply_tried {
+        let value = if record.status.is_sent() {
+            encode(&record.delivered())
+        } else if token_spent_on_disk(record) == record.reply_tried {
             encode(record)
         } else {
             encode(&OutboxRecord {
@@ -449,5 +491,61 @@ mod tests {
             matches!(record.status, DeliveryStatus::Failed { ref reason, .. } if reason == "no way")
         );
         assert!(outbox.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_delivered_message_is_kept_without_what_it_said_and_a_failed_one_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox(&db);
+        for id in ["sent", "failed"] {
+            let mut message = outgoing(id, "my card number is XKQ-SECRET");
+            message.quick_replies = vec![linedesk_actors::domain::QuickReply {
+                label: "yes".into(),
+                text: "yes".into(),
+            }];
+            assert!(outbox.enqueue(&message).unwrap());
+        }
+        let mut sent = outbox.get("sent").unwrap().unwrap();
+        assert!(!sent.requests[0].messages.is_empty());
+        sent.requests[0].sent = Some(SentVia::Push);
+        sent.attempts = 1;
+        sent.status = DeliveryStatus::SentPush { at_ms: 5 };
+        outbox.update(&sent).unwrap();
+        let kept = outbox.get("sent").unwrap().unwrap();
+        assert!(kept.outgoing.contents.is_empty());
+        assert!(kept.outgoing.quick_replies.is_empty());
+        assert!(kept.requests[0].messages.is_empty());
+        assert!(!String::from_utf8_lossy(
+            &db.open_tree(TREE)
+                .unwrap()
+                .get(record_key("sent"))
+                .unwrap()
+                .unwrap()
+        )
+        .contains("XKQ-SECRET"));
+        // What the transcript's delivery status and a repeat push's retry key need stays.
+        assert_eq!(kept.status, sent.status);
+        assert_eq!(kept.requests[0].retry_key, sent.requests[0].retry_key);
+        assert_eq!(kept.requests[0].sent, Some(SentVia::Push));
+        assert_eq!(
+            (
+                kept.outgoing.id.as_str(),
+                kept.outgoing.origin.clone(),
+                kept.attempts
+            ),
+            ("sent", sent.outgoing.origin.clone(), 1)
+        );
+        assert!(outbox.pending().unwrap().iter().all(|(_, id)| id != "sent"));
+
+        let mut failed = outbox.get("failed").unwrap().unwrap();
+        failed.status = DeliveryStatus::Failed {
+            at_ms: 6,
+            reason: "refused".into(),
+        };
+        outbox.update(&failed).unwrap();
+        let kept = outbox.get("failed").unwrap().unwrap();
+        assert_eq!(kept.outgoing.contents, failed.outgoing.contents);
+        assert_eq!(kept.requests[0].messages, failed.requests[0].messages);
     }
 }

@@ -143,6 +143,11 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// LINE accepted it (as a reply or a push).
+    pub fn is_sent(&self) -> bool {
+        matches!(self, Self::SentReply { .. } | Self::SentPush { .. })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Queued { .. } => "queued",
