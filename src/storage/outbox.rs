@@ -224,9 +224,10 @@ impl SledOutbox {
             Ok(requests) => (
                 requests
                     .into_iter()
-                    .map(|messages| PlannedRequest {
+                    .enumerate()
+                    .map(|(index, messages)| PlannedRequest {
                         messages,
-                        retry_key: uuid::Uuid::new_v4().to_string(),
+                        retry_key: retry_key(outgoing, index),
                         sent: None,
                     })
                     .collect(),
@@ -292,6 +293,28 @@ impl Outbox for SledOutbox {
 /// one, so that no later dispatcher tries it (see [`OutboxRecord::reply_tried`]).
 fn token_spent_on_disk(record: &OutboxRecord) -> bool {
     record.reply_tried || record.outgoing.reply_token.is_some()
+}
+
+/// The `X-Line-Retry-Key` of request `index` of `outgoing`: a UUID derived from the account,
+/// the message's id and the index, the same whenever the message is planned. A message is sent
+/// as soon as it is stored, before sled's group commit; if a crash loses its record, the agent's
+/// retried `send` stores it again with the same keys, and LINE drops the repeated push (409)
+/// instead of showing the customer the message twice. (A reply has no such key.)
+fn retry_key(outgoing: &Outgoing, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"linedesk retry key\0")
+        .chain_update(outgoing.key.account.as_str().as_bytes())
+        .chain_update([0])
+        .chain_update(outgoing.id.as_bytes())
+        .chain_update((index as u64).to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // Shaped as a version 4 UUID, as LINE's examples are; its bits come from the digest.
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 fn record_key(id: &str) -> Vec<u8> {
@@ -547,5 +570,39 @@ mod tests {
         let kept = outbox.get("failed").unwrap().unwrap();
         assert_eq!(kept.outgoing.contents, failed.outgoing.contents);
         assert_eq!(kept.requests[0].messages, failed.requests[0].messages);
+    }
+
+    #[test]
+    fn a_message_stored_again_after_its_record_was_lost_gets_the_same_retry_keys() {
+        let plan_two: Arc<Planner> = Arc::new(|o: &Outgoing| {
+            Ok(vec![
+                vec![serde_json::json!({"type": "text", "text": format!("{:?}", o.contents)})],
+                vec![serde_json::json!({"type": "text", "text": "second request"})],
+            ])
+        });
+        let keys = |id: &str| {
+            // A database of its own each time: as after a crash that lost the first record.
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path()).unwrap();
+            let outbox = SledOutbox::open(&db, plan_two.clone()).unwrap();
+            assert!(outbox.enqueue(&outgoing(id, "hi")).unwrap());
+            let record = outbox.get(id).unwrap().unwrap();
+            record
+                .requests
+                .iter()
+                .map(|r| r.retry_key.clone())
+                .collect::<Vec<_>>()
+        };
+        let first = keys("conv/agent/c1");
+        assert_eq!(first, keys("conv/agent/c1"));
+        assert_ne!(first[0], first[1], "one key per request");
+        let other = keys("conv/agent/c2");
+        assert!(
+            other.iter().all(|k| !first.contains(k)),
+            "another message, other keys"
+        );
+        for key in first.iter().chain(&other) {
+            assert_eq!(uuid::Uuid::parse_str(key).unwrap().get_version_num(), 4);
+        }
     }
 }
