@@ -137,7 +137,8 @@ impl Directory {
     /// The live actor of `key`, started (and so recovered from storage) if needed.
     fn actor(&mut self, key: &ConversationKey) -> &mut Live {
         if !self.live.contains_key(key) {
-            // unwrap: callers come after the registry's `started`, which sets `env`.
+            // unwrap: callers check `env` first or run after the registry started (`launch` or
+            // `started` sets it).
             let env = self.env.clone().unwrap();
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
