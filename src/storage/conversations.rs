@@ -298,11 +298,13 @@ impl SledConversationStore {
 
     /// Whether linedesk has seen this chat at all (a snapshot, or journal events not yet applied).
     pub fn knows(&self, key: &ConversationKey) -> Result<bool, StoreError> {
-        Ok(self
-            .tree
-            .contains_key(snapshot_key(key))
-            .map_err(sled_error)?
-            || self.journal.events_after(key, 0).next().is_some())
+        // The journal first: a save writes the snapshot before the journal lets go of the
+        // events it covers, so in this order one of the two is seen, whatever runs meanwhile.
+        Ok(self.journal.holds_events(key)
+            || self
+                .tree
+                .contains_key(snapshot_key(key))
+                .map_err(sled_error)?)
     }
 
     pub fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
@@ -800,6 +802,73 @@ mod tests {
 
     fn transcript_keys(store: &SledConversationStore) -> usize {
         store.tree.scan_prefix([TRANSCRIPT]).count()
+    }
+
+    /// The operators' API asks `knows` while the chat's actor may be saving: the save writes
+    /// the snapshot, then the journal lets go of the events it covers. At no moment in between
+    /// may the chat look unknown (a 404 right after LINE's delivery was answered).
+    #[actix_web::test]
+    async fn a_chat_stays_known_while_a_save_covers_its_events() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let (_dir, store) = store();
+        let store = Arc::new(store);
+        let account = AccountId::parse("demo").unwrap();
+        for round in 0..200 {
+            let user = format!("U{round:032x}");
+            let key = ConversationKey::new(account.clone(), LineSource::user(&user).unwrap());
+            let incoming = super::super::journal::IncomingEvent {
+                webhook_event_id: format!("E{round}"),
+                timestamp_ms: T0,
+                conversation: key.clone(),
+                raw: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                inbound: None,
+            };
+            store
+                .journal
+                .append(&account, vec![incoming], T0)
+                .await
+                .unwrap();
+            let seq = store
+                .journal
+                .events_after(&key, 0)
+                .next()
+                .unwrap()
+                .unwrap()
+                .seq;
+            let mut state = ConversationState::new(key.clone());
+            state.apply(&text(seq, "hi"), &settings());
+
+            let saved = Arc::new(AtomicBool::new(false));
+            let asking = Arc::new(std::sync::Barrier::new(2));
+            let asker = {
+                let (store, key, saved) = (store.clone(), key.clone(), saved.clone());
+                let asking = asking.clone();
+                std::thread::spawn(move || {
+                    asking.wait();
+                    let mut unknown = 0;
+                    // Bounded: the save below ends the loop long before.
+                    for _ in 0..1_000_000 {
+                        if !store.knows(&key).unwrap() {
+                            unknown += 1;
+                        }
+                        if saved.load(Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    unknown
+                })
+            };
+            asking.wait();
+            store.save(&mut state).unwrap();
+            saved.store(true, Ordering::SeqCst);
+            assert_eq!(asker.join().unwrap(), 0, "round {round}: seen as unknown");
+            assert!(
+                !store.journal.holds_events(&key),
+                "the save covered the event"
+            );
+            assert!(store.knows(&key).unwrap());
+        }
     }
 
     #[test]

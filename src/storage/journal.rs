@@ -427,6 +427,11 @@ impl Journal {
         self.uncovered().pending()
     }
 
+    /// Whether the journal holds events of `conversation` that no snapshot covers yet.
+    pub fn holds_events(&self, conversation: &ConversationKey) -> bool {
+        lock(&self.inner.index).first(conversation).is_some()
+    }
+
     /// A snapshot of `conversation` now covers its events up to `applied`: if that is all of
     /// them, it need not be resumed after a restart. A newer event appended meanwhile keeps
     /// the mark. Memory only, unless the conversation had been uncovered for long.
