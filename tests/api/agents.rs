@@ -6,7 +6,9 @@ use awc::ws;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, DESTINATION, PATIENCE};
+use crate::helpers::{
+    routing_once_classified, spawn_app, spawn_app_with, TestApp, DESTINATION, PATIENCE,
+};
 use crate::line_payloads::{callback, text_event};
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
@@ -445,6 +447,11 @@ async fn capacity_full_makes_the_agent_busy_and_freed_capacity_serves_the_oldest
         .await;
     customer_writes(&app, &user(8), 1, "second").await;
     customer_writes(&app, &user(9), 1, "third").await;
+    // Each conversation routes itself once stored: only once both reached the router can the
+    // older be served first.
+    for u in [user(8), user(9)] {
+        routing_once_classified(&app.address, &format!("demo.user.{u}.1")).await;
+    }
     // Nothing offered while full; ending and finishing the first frees the capacity.
     alice
         .send(json!({"type": "end", "conversation_id": first}))

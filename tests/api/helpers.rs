@@ -218,6 +218,21 @@ pub async fn admin_get(client: &awc::Client, address: &str, path: &str) -> Answe
     )
 }
 
+/// Waits until conversation `id` of the server at `address` was classified and returns where
+/// it was routed. Its conversation actor sent the router its notice in the same step, so the
+/// router hears of it before anything sent to the router after this returns.
+pub async fn routing_once_classified(address: &str, id: &str) -> serde_json::Value {
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let path = format!("/api/conversations/{id}");
+    eventually(&format!("{id} classified"), || async {
+        let answer = admin_get(&client, address, &path).await;
+        answer.status == StatusCode::OK && !answer.body["routing"].is_null()
+    })
+    .await;
+    // A classification is kept: asking again finds it still.
+    admin_get(&client, address, &path).await.body["routing"].clone()
+}
+
 /// Polls `check` until it holds, for at most [`PATIENCE`]: for what has no event to wait on
 /// (an actor passivating, a timer firing).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)

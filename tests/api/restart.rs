@@ -7,7 +7,7 @@ use awc::http::StatusCode;
 use linedesk::startup::Application;
 
 use crate::agents::AgentClient;
-use crate::helpers::{eventually, stored_events, stored_ids, ServerProcess, PATIENCE};
+use crate::helpers::{stored_events, stored_ids, ServerProcess, PATIENCE};
 use crate::line_payloads::text_event;
 
 const SECRET: &str = "linedesk-demo-channel-secret-dev";
@@ -314,17 +314,9 @@ async fn metric(address: &str, name: &str) -> String {
 async fn after_a_restart_webhooks_are_answered_before_routing_is_restored_and_agents_then_get_the_restored_conversations(
 ) {
     let data = tempfile::tempdir().unwrap();
-    let client = awc::Client::builder().timeout(PATIENCE).finish();
-    let classified = |address: String, id: String| {
-        let client = client.clone();
-        async move {
-            let path = format!("/api/conversations/{id}");
-            eventually("the conversation is classified", || async {
-                let doc = crate::helpers::admin_get(&client, &address, &path).await;
-                doc.body["routing"]["queue"] == "general"
-            })
-            .await;
-        }
+    let classified = |address: String, id: String| async move {
+        let routing = crate::helpers::routing_once_classified(&address, &id).await;
+        assert_eq!(routing["queue"], "general");
     };
     let waiting_user = "U00000000000000000000000000000a01";
     let waiting = format!("demo.user.{waiting_user}.1");

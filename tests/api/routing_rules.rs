@@ -4,7 +4,7 @@
 use linedesk::settings::{OverflowSettings, QueueSettings, RuleSettings, Settings};
 use serde_json::Value;
 
-use crate::helpers::eventually;
+use crate::helpers::{eventually, routing_once_classified};
 use crate::outbound::{customer, desk_with, desk_with_messages, texts, Desk};
 
 fn conversation_of(user: &str) -> String {
@@ -12,12 +12,7 @@ fn conversation_of(user: &str) -> String {
 }
 
 async fn routing_of(desk: &Desk, user: &str) -> Value {
-    let path = format!("/api/conversations/{}", conversation_of(user));
-    eventually("the conversation is classified", || async {
-        !desk.app.admin_get(&path).await.body["routing"].is_null()
-    })
-    .await;
-    desk.app.admin_get(&path).await.body["routing"].clone()
+    routing_once_classified(&desk.app.address, &conversation_of(user)).await
 }
 
 fn triage_queue(settings: &mut Settings) {
