@@ -672,9 +672,9 @@ impl Handler<ApplyAgentAction> for Conversation {
 
     fn handle(&mut self, msg: ApplyAgentAction, ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
-        // Customer events already stored are applied before this only if their notice came
-        // first; either order is one the agent could have seen.
-        let result = self.act(&msg);
+        // Customer events already stored come first, their notice in flight or not: an agent
+        // who accepts after a message was acknowledged to LINE gets it with `assigned`.
+        let result = self.catch_up().and_then(|_| self.act(&msg));
         self.handle_result(result, ctx)
     }
 }

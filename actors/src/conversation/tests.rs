@@ -442,6 +442,46 @@ async fn the_queued_timer_fires_through_the_registry() {
 }
 
 #[actix::test]
+async fn an_agent_action_comes_after_every_event_stored_before_it_even_with_its_notice_in_flight() {
+    let store = Arc::new(MemoryStore::default());
+    let registry = start(&store, ConversationSettings::default(), runtime());
+    let k = key("Ua");
+    let alice = AgentId::parse("alice").unwrap();
+    store.append(&k, text(1, "first question"));
+    registry.do_send(EventsStored {
+        events: Vec::new(),
+        key: k.clone(),
+        seq: 1,
+    });
+    assert_eq!(texts(&get(&registry, &k).await), ["first question"]);
+    // Stored, its notice not sent yet: the writer answers LINE before it tells the actor.
+    store.append(&k, text(2, "and a second one"));
+    let view = registry
+        .send(as_agent(&k, &alice, AgentAction::Assign))
+        .await
+        .unwrap()
+        .unwrap();
+    let current = view.state.current.as_ref().unwrap();
+    assert_eq!(current.status, Status::Active);
+    use crate::agent::RecentMessage;
+    let recent: Vec<String> = RecentMessage::latest(&view.state, RecentMessage::SHOWN)
+        .into_iter()
+        .map(|m| m.preview)
+        .collect();
+    assert_eq!(recent, ["first question", "and a second one"]);
+    // The late notice changes nothing more.
+    registry.do_send(EventsStored {
+        events: Vec::new(),
+        key: k.clone(),
+        seq: 2,
+    });
+    assert_eq!(
+        texts(&get(&registry, &k).await),
+        ["first question", "and a second one"]
+    );
+}
+
+#[actix::test]
 async fn agent_actions_drive_active_waiting_and_wrap_up_timers() {
     let store = Arc::new(MemoryStore::default());
     let settings = ConversationSettings {
