@@ -135,7 +135,12 @@ impl EventLog {
     }
 
     fn path(&self, first: u64) -> PathBuf {
-        self.dir.join(format!("{first:020}.events"))
+        segment_path(&self.dir, first)
+    }
+
+    /// The folder of the segments, for [`read_events`].
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Truncates segment `first` after its last whole record; returns its length then, and
@@ -274,29 +279,7 @@ impl EventLog {
 
     /// Reads the events at `places`, in order.
     pub fn read(&self, places: &[Place]) -> Result<Vec<StoredEvent>, StorageError> {
-        let mut open: Option<(u64, File)> = None;
-        let mut events = Vec::with_capacity(places.len());
-        for place in places {
-            let path = self.path(place.segment);
-            if open.as_ref().is_none_or(|(s, _)| *s != place.segment) {
-                let file = File::open(&path).map_err(|e| io_error(&path, e))?;
-                open = Some((place.segment, file));
-            }
-            let (_, file) = open.as_ref().expect("just opened");
-            let mut json = vec![0; place.len as usize];
-            file.read_exact_at(&mut json, place.offset)
-                .map_err(|e| io_error(&path, e))?;
-            let event: StoredEvent =
-                serde_json::from_slice(&json).map_err(|e| io_error(&path, e))?;
-            if event.seq != place.seq {
-                return Err(io_error(
-                    &path,
-                    format!("event {} where {} was indexed", event.seq, place.seq),
-                ));
-            }
-            events.push(event);
-        }
-        Ok(events)
+        read_events(&self.dir, places)
     }
 
     /// Every record with an event at or after `from`, oldest first.
@@ -514,6 +497,38 @@ impl UncoveredIndex {
     pub fn events(&self) -> usize {
         self.chats.values().map(Vec::len).sum()
     }
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.events"))
+}
+
+/// Reads the events at `places` from the segments in `dir`, in order. Needs no [`EventLog`]:
+/// written records never change, so readers need not wait for the writer (nor its fsync). A
+/// segment removed meanwhile is an error; [`EventLog::read`] under its lock has none.
+pub fn read_events(dir: &Path, places: &[Place]) -> Result<Vec<StoredEvent>, StorageError> {
+    let mut open: Option<(u64, File)> = None;
+    let mut events = Vec::with_capacity(places.len());
+    for place in places {
+        let path = segment_path(dir, place.segment);
+        if open.as_ref().is_none_or(|(s, _)| *s != place.segment) {
+            let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+            open = Some((place.segment, file));
+        }
+        let (_, file) = open.as_ref().expect("just opened");
+        let mut json = vec![0; place.len as usize];
+        file.read_exact_at(&mut json, place.offset)
+            .map_err(|e| io_error(&path, e))?;
+        let event: StoredEvent = serde_json::from_slice(&json).map_err(|e| io_error(&path, e))?;
+        if event.seq != place.seq {
+            return Err(io_error(
+                &path,
+                format!("event {} where {} was indexed", event.seq, place.seq),
+            ));
+        }
+        events.push(event);
+    }
+    Ok(events)
 }
 
 #[cfg(test)]

@@ -126,6 +126,8 @@ struct Inner {
     uncovered: Arc<Mutex<Uncovered>>,
     index: Arc<Mutex<UncoveredIndex>>,
     log: Arc<Mutex<EventLog>>,
+    /// The event log's folder, for reads that need not wait for its lock.
+    log_dir: std::path::PathBuf,
     checks: Arc<RedeliveryChecks>,
     /// `storage.journal_retention_secs` in ms; 0 keeps every event.
     event_retention_ms: i64,
@@ -205,6 +207,7 @@ impl Journal {
         let tail = log.records_from(uncovered.covered_below().min(last_seq + 1))?;
         let last_seq = recover_from_log(&tree, &tail, last_seq, &mut uncovered)?;
         let index = index_uncovered(&tree, tail, &uncovered)?;
+        let log_dir = log.dir().to_owned();
         let last_seq = Arc::new(AtomicU64::new(last_seq));
         let batches = Arc::new(AtomicU64::new(0));
         let listener = Listener::default();
@@ -249,6 +252,7 @@ impl Journal {
                 uncovered,
                 index,
                 log,
+                log_dir,
                 checks,
                 event_retention_ms,
             }),
@@ -349,25 +353,47 @@ impl Journal {
         conversation: &ConversationKey,
         after: u64,
     ) -> impl Iterator<Item = Result<StoredEvent, StorageError>> {
+        // Without the event log's lock first: the writer holds it through each batch's fsync,
+        // and a conversation reading its events (every agent action does) would wait for it.
+        // Only a segment removed between the index lookup and the read (its events just set
+        // aside in sled) fails that way; under the lock, with the index read again, none is.
+        let read = match self.read_events_after(conversation, after, None) {
+            Err(_) => {
+                let log = self.log();
+                self.read_events_after(conversation, after, Some(&log))
+            }
+            read => read,
+        };
+        each(read)
+    }
+
+    fn read_events_after(
+        &self,
+        conversation: &ConversationKey,
+        after: u64,
+        log: Option<&EventLog>,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
         let places = lock(&self.inner.index).after(conversation, after);
         // Events set aside come first: they are the older ones.
         let (aside, in_log): (Vec<Place>, Vec<Place>) =
             places.into_iter().partition(|p| p.segment == 0);
-        let read = || -> Result<Vec<StoredEvent>, StorageError> {
-            let mut events = Vec::with_capacity(aside.len() + in_log.len());
-            for place in &aside {
-                let key = aside_key(conversation, place.seq);
-                let value = self
-                    .inner
-                    .tree
-                    .get(&key)?
-                    .ok_or_else(|| corrupt(&key, "an event set aside is missing"))?;
-                events.push(serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?);
-            }
-            events.extend(self.log().read(&in_log)?);
-            Ok(events)
-        };
-        each(read())
+        let mut events = Vec::with_capacity(aside.len() + in_log.len());
+        for place in &aside {
+            let key = aside_key(conversation, place.seq);
+            let value = self
+                .inner
+                .tree
+                .get(&key)?
+                .ok_or_else(|| corrupt(&key, "an event set aside is missing"))?;
+            events.push(serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?);
+        }
+        if !in_log.is_empty() {
+            events.extend(match log {
+                Some(log) => log.read(&in_log)?,
+                None => super::event_log::read_events(&self.inner.log_dir, &in_log)?,
+            });
+        }
+        Ok(events)
     }
 
     /// Every stored event, in sequence order. For tools and tests; it reads the whole journal.
@@ -1108,6 +1134,31 @@ mod tests {
             },
         });
         incoming
+    }
+
+    /// A conversation reading its events does not wait for the writer, which holds the event
+    /// log through each batch's fsync.
+    #[actix_web::test]
+    async fn reading_a_conversations_events_does_not_wait_for_the_event_logs_lock() {
+        let (_dir, journal) = journal();
+        journal
+            .append(&demo(), vec![event("E1", "Ua", "a1")], 1)
+            .await
+            .unwrap();
+        let held = journal.log();
+        let (done, read) = std::sync::mpsc::channel();
+        let reader = journal.clone();
+        std::thread::spawn(move || {
+            let seqs: Vec<u64> = reader
+                .events_after(&key("Ua"), 0)
+                .map(|e| e.unwrap().seq)
+                .collect();
+            let _ = done.send(seqs);
+        });
+        // Bounded: a reader that waits for the lock never answers while it is held.
+        let seqs = read.recv_timeout(std::time::Duration::from_secs(30));
+        drop(held);
+        assert_eq!(seqs.expect("read while the lock was held"), [1]);
     }
 
     #[actix_web::test]
