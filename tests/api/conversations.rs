@@ -8,7 +8,9 @@ use linedesk_actors::conversation::{
 use linedesk_actors::domain::{AgentId, ConversationKey};
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp, DESTINATION};
+use crate::helpers::{
+    eventually, eventually_while_progressing, spawn_app, spawn_app_with, TestApp, DESTINATION,
+};
 use crate::line_payloads::{callback, text_event};
 
 fn user(n: usize) -> String {
@@ -430,12 +432,16 @@ async fn ten_thousand_conversations_passivate_and_come_back_on_their_next_event(
             .collect();
         post(&app, events).await;
     }
-    eventually("all 10,000 started", || async {
-        app.registry.send(GetRegistryStats).await.unwrap().started >= USERS as u64
+    // 10,000 actors' starts, saves and stops: on a loaded machine this takes minutes, so the
+    // waits give up on a stall, not on a clock.
+    eventually_while_progressing("all 10,000 started", || async {
+        let stats = app.registry.send(GetRegistryStats).await.unwrap();
+        (stats.started >= USERS as u64, stats.started)
     })
     .await;
-    eventually("all passivated", || async {
-        app.registry.send(GetRegistryStats).await.unwrap().live == 0
+    eventually_while_progressing("all passivated", || async {
+        let stats = app.registry.send(GetRegistryStats).await.unwrap();
+        (stats.live == 0, stats.passivated)
     })
     .await;
 
@@ -449,8 +455,9 @@ async fn ten_thousand_conversations_passivate_and_come_back_on_their_next_event(
         let doc = detail(&app, &conversation_id(&user(i), 1)).await;
         assert_eq!(previews(&doc), ["first", "second"], "user {i}");
     }
-    eventually("every conversation came back", || async {
-        app.registry.send(GetRegistryStats).await.unwrap().started >= 2 * USERS as u64
+    eventually_while_progressing("every conversation came back", || async {
+        let stats = app.registry.send(GetRegistryStats).await.unwrap();
+        (stats.started >= 2 * USERS as u64, stats.started)
     })
     .await;
 }

@@ -233,6 +233,34 @@ pub async fn routing_once_classified(address: &str, id: &str) -> serde_json::Val
     admin_get(&client, address, &path).await.body["routing"].clone()
 }
 
+/// Like [`eventually`], for bulk work whose pace depends on how loaded the machine is (10,000
+/// actors passivating): `check` answers whether it is done and how far it got, a count that only
+/// grows. It gives up after [`PATIENCE`] without progress, or after ten times that in all.
+pub async fn eventually_while_progressing<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, u64)>,
+{
+    let start = std::time::Instant::now();
+    let mut stalled_since = start;
+    let mut best = None;
+    loop {
+        let (done, progress) = check().await;
+        if done {
+            return;
+        }
+        if best.is_none_or(|b| progress > b) {
+            best = Some(progress);
+            stalled_since = std::time::Instant::now();
+        }
+        assert!(
+            stalled_since.elapsed() < PATIENCE && start.elapsed() < 10 * PATIENCE,
+            "gave up waiting for: {what} (got to {progress})"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `check` until it holds, for at most [`PATIENCE`]: for what has no event to wait on
 /// (an actor passivating, a timer firing).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
