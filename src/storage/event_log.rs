@@ -505,7 +505,7 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 
 /// Reads the events at `places` from the segments in `dir`, in order. Needs no [`EventLog`]:
 /// written records never change, so readers need not wait for the writer (nor its fsync). A
-/// segment removed meanwhile is an error; [`EventLog::read`] under its lock has none.
+/// segment removed meanwhile is an error; under the log's lock none is.
 pub fn read_events(dir: &Path, places: &[Place]) -> Result<Vec<StoredEvent>, StorageError> {
     let mut open: Option<(u64, File)> = None;
     let mut events = Vec::with_capacity(places.len());

@@ -357,10 +357,11 @@ impl Journal {
         // and a conversation reading its events (every agent action does) would wait for it.
         // Only a segment removed between the index lookup and the read (its events just set
         // aside in sled) fails that way; under the lock, with the index read again, none is.
-        let read = match self.read_events_after(conversation, after, None) {
+        let read = match self.read_events_after(conversation, after) {
             Err(_) => {
-                let log = self.log();
-                self.read_events_after(conversation, after, Some(&log))
+                // Held, the lock keeps every segment in place.
+                let _log = self.log();
+                self.read_events_after(conversation, after)
             }
             read => read,
         };
@@ -371,7 +372,6 @@ impl Journal {
         &self,
         conversation: &ConversationKey,
         after: u64,
-        log: Option<&EventLog>,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let places = lock(&self.inner.index).after(conversation, after);
         // Events set aside come first: they are the older ones.
@@ -388,10 +388,7 @@ impl Journal {
             events.push(serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?);
         }
         if !in_log.is_empty() {
-            events.extend(match log {
-                Some(log) => log.read(&in_log)?,
-                None => super::event_log::read_events(&self.inner.log_dir, &in_log)?,
-            });
+            events.extend(super::event_log::read_events(&self.inner.log_dir, &in_log)?);
         }
         Ok(events)
     }
