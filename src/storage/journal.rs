@@ -18,7 +18,7 @@
 //! its whole segment) once a snapshot covers it and it is older than
 //! `storage.journal_retention_secs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::event_log::{EventLog, Place, Record, UncoveredIndex, SEGMENT_BYTES};
-use super::redelivery::{RedeliveryChecks, EXPIRE_PER_PASS};
+use super::redelivery::{CheckBatch, RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
 use crate::settings::Durability;
@@ -204,8 +204,13 @@ impl Journal {
         let mut uncovered = Uncovered::load(&tree, options.promote_after)?;
         // One read of the log's tail serves both: what sled lost in a crash, and the index of
         // what no snapshot covers (recovery only adds marks past `last_seq`).
+        let checks = Arc::new(RedeliveryChecks::open(
+            &tree,
+            linedesk_actors::conversation::now_ms(),
+        )?);
+        checks.set_window_days(retention.redelivery_window_days);
         let tail = log.records_from(uncovered.covered_below().min(last_seq + 1))?;
-        let last_seq = recover_from_log(&tree, &tail, last_seq, &mut uncovered)?;
+        let last_seq = recover_from_log(&tree, &checks, &tail, last_seq, &mut uncovered)?;
         let index = index_uncovered(&tree, tail, &uncovered)?;
         let log_dir = log.dir().to_owned();
         let last_seq = Arc::new(AtomicU64::new(last_seq));
@@ -214,11 +219,6 @@ impl Journal {
         let index = Arc::new(Mutex::new(index));
         let uncovered = Arc::new(Mutex::new(uncovered));
         let log = Arc::new(Mutex::new(log));
-        let checks = Arc::new(RedeliveryChecks::open(
-            &tree,
-            linedesk_actors::conversation::now_ms(),
-        )?);
-        checks.set_window_days(retention.redelivery_window_days);
         let event_retention_ms =
             i64::try_from(retention.event_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let (sender, receiver) = mpsc::channel();
@@ -438,10 +438,9 @@ impl Journal {
         webhook_event_id: &str,
         timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
-        let key = RedeliveryChecks::key(account, webhook_event_id, timestamp_ms);
         self.inner
             .checks
-            .seen(&self.inner.tree, &key, account, webhook_event_id)
+            .contains(&self.inner.tree, account, webhook_event_id, timestamp_ms)
     }
 
     /// The conversations with events not yet covered by a snapshot, with their latest
@@ -662,8 +661,7 @@ impl Writer {
         &self,
         group: &mut [Append],
     ) -> Result<(Vec<AppendOutcome>, Vec<EventsStored>), StorageError> {
-        let mut checks: Vec<(Vec<u8>, u64)> = Vec::new();
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut checks = self.checks.batch();
         let mut seq = self.last_seq.load(Ordering::SeqCst);
         let first_seq = seq;
         let mut outcomes = Vec::with_capacity(group.len());
@@ -678,19 +676,12 @@ impl Writer {
             let account = append.account.as_ref();
             for incoming in &mut append.events {
                 let Some(account) = account else { break };
-                let dedup_key = RedeliveryChecks::key(
+                if !checks.file(
+                    &self.tree,
                     account,
                     &incoming.webhook_event_id,
                     incoming.timestamp_ms,
-                );
-                if seen.contains(&dedup_key)
-                    || self.checks.seen(
-                        &self.tree,
-                        &dedup_key,
-                        account,
-                        &incoming.webhook_event_id,
-                    )?
-                {
+                )? {
                     outcome.duplicates += 1;
                     continue;
                 }
@@ -703,8 +694,6 @@ impl Writer {
                     event: incoming.raw.clone(),
                 };
                 records.push(record);
-                checks.push((dedup_key.clone(), seq));
-                seen.insert(dedup_key);
                 outcome.stored.push(seq);
                 match outcome
                     .latest
@@ -756,9 +745,7 @@ impl Writer {
                 if let Err(undo) = log.undo_last(&places) {
                     tracing::error!(error.message = %undo, "could not remove a failed batch's events from the event log");
                 }
-                for (key, _) in &checks {
-                    let _ = self.tree.remove(key);
-                }
+                checks.undo(&self.tree);
                 return Err(e);
             }
             drop(log);
@@ -843,13 +830,11 @@ fn index_uncovered(
 /// implies everything before it. What a crash cuts off is rebuilt from the event log at open.
 fn write_to_sled(
     tree: &sled::Tree,
-    checks: &[(Vec<u8>, u64)],
+    checks: &CheckBatch<'_>,
     marks: super::uncovered::BatchMarks,
     last: u64,
 ) -> Result<(), StorageError> {
-    for (key, seq) in checks {
-        tree.insert(key.as_slice(), &seq.to_be_bytes())?;
-    }
+    checks.write(tree, last)?;
     for (key, value) in marks.inserts {
         tree.insert(key, value)?;
     }
@@ -873,27 +858,29 @@ struct CheckFields {
 /// Returns the last sequence number.
 fn recover_from_log(
     tree: &sled::Tree,
+    redelivery: &RedeliveryChecks,
     tail: &[Record],
     sled_last: u64,
     uncovered: &mut Uncovered,
 ) -> Result<u64, StorageError> {
     let mut last = sled_last;
     for record in tail {
-        let mut checks = Vec::new();
+        let mut checks = redelivery.batch();
         let mut spans: Vec<(ConversationKey, u64, u64)> = Vec::new();
         let mut first = None;
         for (event, _) in record.events.iter().filter(|(e, _)| e.seq > sled_last) {
             first.get_or_insert(event.seq);
             last = last.max(event.seq);
             match serde_json::from_str::<CheckFields>(event.event.get()) {
-                Ok(f) => checks.push((
-                    RedeliveryChecks::key(
+                Ok(f) => {
+                    // Already there if sled kept this part of the batch.
+                    checks.file(
+                        tree,
                         &event.conversation.account,
                         &f.webhook_event_id,
                         f.timestamp,
-                    ),
-                    event.seq,
-                )),
+                    )?;
+                }
                 Err(e) => {
                     tracing::warn!(seq = event.seq, error.message = %e, "an event without its id: no redelivery check")
                 }
@@ -1395,10 +1382,13 @@ mod tests {
                 .unwrap();
             journal.clear_pending(&key("Ua"), 1).unwrap();
             journal.settle().await.unwrap();
-            // What sled loses when its last writes are cut: E2's check and sequence number.
+            // What sled loses when its last writes are cut: E2's check (the millisecond's
+            // key as E1's batch left it) and sequence number.
             let tree = &journal.inner.tree;
-            tree.remove(RedeliveryChecks::key(&demo(), "E2", T0))
-                .unwrap();
+            let (key, with_e2) = tree.scan_prefix(b"v").next().unwrap().unwrap();
+            let without_e2 = &with_e2[..with_e2.len() - 3];
+            assert_eq!(&with_e2[without_e2.len()..], &[2, b'E', b'2']);
+            tree.insert(key, without_e2).unwrap();
             tree.insert(LAST_SEQ, &1u64.to_be_bytes()).unwrap();
             journal.inner.db.flush().unwrap();
         }

@@ -1,26 +1,46 @@
 //! The redelivery check: which events of an account LINE already delivered, by `webhookEventId`,
 //! so that a redelivered event is acknowledged and not stored twice.
 //!
-//! A check is filed under the day of the event's `timestamp`, which a redelivery keeps (it is the
-//! original event time): finding it is one lookup, and the days older than
-//! `storage.redelivery_window_days` are removed in key order. Without that, the checks grew with
-//! every event ever received, on disk and in sled's per-page memory.
+//! Checks are filed by the event's `timestamp` (ms), which a redelivery keeps (it is the
+//! original event time), in one key per account and millisecond holding every id of that
+//! millisecond: a journal batch's events were mostly sent within a millisecond or two of each
+//! other, so a batch reads and writes a key or two instead of a lookup and an insert per event
+//! (that pair was ~15% of a webhook's CPU). Days older than `storage.redelivery_window_days`
+//! are removed in key order.
 //!
 //! Keys, in the journal's tree:
-//! - `w` day(be u32) account `\0` webhookEventId → seq(be u64)
+//! - `v` timestamp(be u64) account → the ids of that millisecond: a version byte, a flags byte
+//!   ([`OVERFLOWED`]), then each id as length(u8) id. At most [`BUCKET_IDS`] ids; the rest
+//!   of that millisecond (a replay of old events, a fixture's one timestamp) get keys of
+//!   their own:
+//! - `w` day(be u32) account `\0` webhookEventId → seq(be u64): one event's check. Releases
+//!   before the millisecond keys filed every event so; theirs are consulted until a window
+//!   after the upgrade.
 //! - `d` account `\0` webhookEventId → seq(be u64): as releases before the day were added filed
 //!   them. Still consulted, and removed once a window has passed since the upgrade.
-//! - `mupg` → when this release first opened a journal holding `d` checks (ms, be u64)
+//! - `mupg` → when a release first opened a journal holding `d` checks (ms, be u64)
+//! - `mupw` → when this release first opened a journal holding `w` checks (ms, be u64)
+//! - `mchv` → the checks' layout this journal is in (2: millisecond keys)
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use linedesk_actors::domain::AccountId;
 
-use super::{decode_seq, StorageError};
+use super::{corrupt, decode_seq, StorageError};
 
-const CHECK: u8 = b'w';
+const BUCKET: u8 = b'v';
+const SINGLE: u8 = b'w';
 const LEGACY: u8 = b'd';
 const UPGRADED_AT: &[u8] = b"mupg";
+const SINGLES_UNTIL_UPGRADE_AT: &[u8] = b"mupw";
+const LAYOUT: &[u8] = b"mchv";
+const LAYOUT_BUCKETS: u8 = 2;
+const BUCKET_FORMAT: u8 = 1;
+/// A millisecond's key holds at most this many ids (~2 KiB): a batch rewrites it whole.
+pub(super) const BUCKET_IDS: usize = 64;
+/// Flag: some of the millisecond's checks have keys of their own.
+const OVERFLOWED: u8 = 1;
 const DAY_MS: i64 = 86_400_000;
 const NO_LEGACY: i64 = i64::MIN;
 
@@ -34,6 +54,10 @@ pub(super) struct RedeliveryChecks {
     window_days: AtomicU32,
     /// When `d` checks were first found, while some remain; else [`NO_LEGACY`].
     legacy_since_ms: AtomicI64,
+    /// When `w` checks of an earlier release were first found, until a window has passed;
+    /// else [`NO_LEGACY`]. Meanwhile an id not in its millisecond's key is also looked up
+    /// under a key of its own.
+    singles_since_ms: AtomicI64,
 }
 
 impl RedeliveryChecks {
@@ -41,17 +65,25 @@ impl RedeliveryChecks {
     pub fn open(tree: &sled::Tree, now_ms: i64) -> Result<Self, StorageError> {
         let legacy_since_ms = match tree.scan_prefix([LEGACY]).next().transpose()? {
             None => NO_LEGACY,
-            Some(_) => match tree.get(UPGRADED_AT)? {
-                Some(v) => decode_seq(UPGRADED_AT, &v)? as i64,
-                None => {
-                    tree.insert(UPGRADED_AT, &(now_ms.max(0) as u64).to_be_bytes())?;
-                    now_ms
-                }
-            },
+            Some(_) => upgraded_at(tree, UPGRADED_AT, now_ms)?,
+        };
+        let singles_since_ms = if tree.get(LAYOUT)?.is_some() {
+            match tree.get(SINGLES_UNTIL_UPGRADE_AT)? {
+                Some(v) => decode_seq(SINGLES_UNTIL_UPGRADE_AT, &v)? as i64,
+                None => NO_LEGACY,
+            }
+        } else {
+            let since = match tree.scan_prefix([SINGLE]).next().transpose()? {
+                None => NO_LEGACY,
+                Some(_) => upgraded_at(tree, SINGLES_UNTIL_UPGRADE_AT, now_ms)?,
+            };
+            tree.insert(LAYOUT, &[LAYOUT_BUCKETS])?;
+            since
         };
         Ok(Self {
             window_days: AtomicU32::new(0),
             legacy_since_ms: AtomicI64::new(legacy_since_ms),
+            singles_since_ms: AtomicI64::new(singles_since_ms),
         })
     }
 
@@ -59,21 +91,45 @@ impl RedeliveryChecks {
         self.window_days.store(days, Ordering::Relaxed);
     }
 
-    /// The key of an event's check.
-    pub fn key(account: &AccountId, webhook_event_id: &str, timestamp_ms: i64) -> Vec<u8> {
-        let [a, b, c, d] = day_of(timestamp_ms).to_be_bytes();
-        event_key(&[CHECK, a, b, c, d], account, webhook_event_id)
+    /// A batch of checks to file, read from and written to sled once per millisecond key.
+    pub fn batch(&self) -> CheckBatch<'_> {
+        CheckBatch {
+            checks: self,
+            buckets: HashMap::new(),
+            singles: Vec::new(),
+        }
     }
 
-    /// Whether the event whose check is `key` was stored before.
-    pub fn seen(
+    /// Whether the event was stored before.
+    pub fn contains(
         &self,
         tree: &sled::Tree,
-        key: &[u8],
         account: &AccountId,
         webhook_event_id: &str,
+        timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
-        if tree.contains_key(key)? {
+        let key = bucket_key(account, timestamp_ms);
+        let bucket = Bucket::read(tree, &key)?;
+        if bucket.holds(webhook_event_id) {
+            return Ok(true);
+        }
+        self.filed_apart(tree, &bucket, account, webhook_event_id, timestamp_ms)
+    }
+
+    /// Whether an id its millisecond's key does not hold has a key of its own (or one an
+    /// earlier release filed).
+    fn filed_apart(
+        &self,
+        tree: &sled::Tree,
+        bucket: &Bucket,
+        account: &AccountId,
+        webhook_event_id: &str,
+        timestamp_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let singles = bucket.overflowed
+            || !fits(webhook_event_id)
+            || self.singles_since_ms.load(Ordering::Relaxed) != NO_LEGACY;
+        if singles && tree.contains_key(single_key(account, webhook_event_id, timestamp_ms))? {
             return Ok(true);
         }
         if self.legacy_since_ms.load(Ordering::Relaxed) == NO_LEGACY {
@@ -83,8 +139,8 @@ impl RedeliveryChecks {
     }
 
     /// Removes up to [`EXPIRE_PER_PASS`] checks of days older than the window (and, a window
-    /// after the upgrade, the checks of earlier releases). Returns how many it removed: a full
-    /// pass means more may be left.
+    /// after an upgrade, the checks of earlier releases). Returns how many keys it removed: a
+    /// full pass means more may be left.
     pub fn expire(&self, tree: &sled::Tree, now_ms: i64) -> Result<usize, StorageError> {
         let window = self.window_days.load(Ordering::Relaxed);
         if window == 0 {
@@ -92,17 +148,35 @@ impl RedeliveryChecks {
         }
         let mut batch = sled::Batch::default();
         let oldest_kept = day_of(now_ms).saturating_sub(window);
-        let end = [&[CHECK][..], &oldest_kept.to_be_bytes()].concat();
+        let bucket_end = [
+            &[BUCKET][..],
+            &(u64::from(oldest_kept) * DAY_MS as u64).to_be_bytes(),
+        ]
+        .concat();
+        let single_end = [&[SINGLE][..], &oldest_kept.to_be_bytes()].concat();
         let mut removed = 0;
-        for key in tree.range(vec![CHECK]..end).keys().take(EXPIRE_PER_PASS) {
-            batch.remove(key?);
-            removed += 1;
+        for (start, end) in [(BUCKET, bucket_end), (SINGLE, single_end)] {
+            for key in tree
+                .range(vec![start]..end)
+                .keys()
+                .take(EXPIRE_PER_PASS - removed)
+            {
+                batch.remove(key?);
+                removed += 1;
+            }
         }
-        let legacy_since = self.legacy_since_ms.load(Ordering::Relaxed);
-        let legacy_expired = legacy_since != NO_LEGACY
-            && now_ms >= legacy_since.saturating_add(i64::from(window) * DAY_MS);
+        let expired = |since: i64, days: u32| {
+            since != NO_LEGACY && now_ms >= since.saturating_add(i64::from(days) * DAY_MS)
+        };
+        // A day more: the earlier release's `w` checks are then of days past the window.
+        let singles_gone = expired(self.singles_since_ms.load(Ordering::Relaxed), window + 1);
+        if singles_gone {
+            batch.remove(SINGLES_UNTIL_UPGRADE_AT);
+        }
         let mut legacy_gone = false;
-        if legacy_expired && removed < EXPIRE_PER_PASS {
+        if expired(self.legacy_since_ms.load(Ordering::Relaxed), window)
+            && removed < EXPIRE_PER_PASS
+        {
             let mut legacy = 0;
             for key in tree
                 .scan_prefix([LEGACY])
@@ -118,8 +192,12 @@ impl RedeliveryChecks {
             }
             removed += legacy;
         }
-        if removed > 0 || legacy_gone {
+        // An empty batch would still make sled write out its I/O buffer.
+        if removed > 0 || legacy_gone || singles_gone {
             tree.apply_batch(batch)?;
+        }
+        if singles_gone {
+            self.singles_since_ms.store(NO_LEGACY, Ordering::Relaxed);
         }
         if legacy_gone {
             self.legacy_since_ms.store(NO_LEGACY, Ordering::Relaxed);
@@ -128,10 +206,207 @@ impl RedeliveryChecks {
     }
 }
 
+/// The checks of one journal batch: each millisecond key read once, changed in memory, and
+/// written once.
+pub(super) struct CheckBatch<'a> {
+    checks: &'a RedeliveryChecks,
+    buckets: HashMap<Vec<u8>, Bucket>,
+    /// Keys of their own filed by this batch.
+    singles: Vec<Vec<u8>>,
+}
+
+impl CheckBatch<'_> {
+    /// Files the event's check, unless it was filed before (by this batch or an earlier one):
+    /// returns whether the event is new.
+    pub fn file(
+        &mut self,
+        tree: &sled::Tree,
+        account: &AccountId,
+        webhook_event_id: &str,
+        timestamp_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let key = bucket_key(account, timestamp_ms);
+        let bucket = match self.buckets.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let bucket = Bucket::read(tree, e.key())?;
+                e.insert(bucket)
+            }
+        };
+        if bucket.holds(webhook_event_id)
+            || self
+                .checks
+                .filed_apart(tree, bucket, account, webhook_event_id, timestamp_ms)?
+        {
+            return Ok(false);
+        }
+        // Only an id the bucket had no room for was filed apart by this batch.
+        let single = (bucket.overflowed || !fits(webhook_event_id))
+            .then(|| single_key(account, webhook_event_id, timestamp_ms));
+        if single.as_ref().is_some_and(|s| self.singles.contains(s)) {
+            return Ok(false);
+        }
+        if !bucket.add(webhook_event_id) {
+            self.singles.push(
+                single.unwrap_or_else(|| single_key(account, webhook_event_id, timestamp_ms)),
+            );
+        }
+        Ok(true)
+    }
+
+    /// Writes what this batch filed: one insert per millisecond key it changed, and the keys
+    /// of their own.
+    pub fn write(&self, tree: &sled::Tree, seq: u64) -> Result<(), StorageError> {
+        for (key, bucket) in &self.buckets {
+            if bucket.changed {
+                tree.insert(key.as_slice(), bucket.encode())?;
+            }
+        }
+        for key in &self.singles {
+            tree.insert(key.as_slice(), &seq.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Takes back what [`CheckBatch::write`] may have written, for a batch that failed.
+    pub fn undo(&self, tree: &sled::Tree) {
+        for (key, bucket) in &self.buckets {
+            if bucket.changed {
+                let _ = match &bucket.before {
+                    Some(before) => tree.insert(key.as_slice(), before.clone()).map(|_| ()),
+                    None => tree.remove(key.as_slice()).map(|_| ()),
+                };
+            }
+        }
+        for key in &self.singles {
+            let _ = tree.remove(key.as_slice());
+        }
+    }
+}
+
+/// One millisecond's ids.
+struct Bucket {
+    /// As read from sled, to put back if the batch fails.
+    before: Option<sled::IVec>,
+    /// The ids, each as length(u8) id.
+    ids: Vec<u8>,
+    count: usize,
+    overflowed: bool,
+    changed: bool,
+}
+
+impl Bucket {
+    fn read(tree: &sled::Tree, key: &[u8]) -> Result<Self, StorageError> {
+        let before = tree.get(key)?;
+        let mut bucket = Self {
+            before: None,
+            ids: Vec::new(),
+            count: 0,
+            overflowed: false,
+            changed: false,
+        };
+        if let Some(value) = &before {
+            let [BUCKET_FORMAT, flags, ids @ ..] = value.as_ref() else {
+                return Err(corrupt(key, "unknown redelivery check format"));
+            };
+            bucket.overflowed = flags & OVERFLOWED != 0;
+            bucket.ids = ids.to_vec();
+            bucket.count = Ids(ids)
+                .try_fold(0, |n, id| id.map(|_| n + 1))
+                .ok_or_else(|| corrupt(key, "a redelivery check is cut short"))?;
+        }
+        bucket.before = before;
+        Ok(bucket)
+    }
+
+    fn holds(&self, webhook_event_id: &str) -> bool {
+        Ids(&self.ids).any(|id| id == Some(webhook_event_id.as_bytes()))
+    }
+
+    /// Adds an id, or marks the bucket overflowed if it has no room for it: returns whether it
+    /// took it.
+    fn add(&mut self, webhook_event_id: &str) -> bool {
+        self.changed = true;
+        let Ok(len) = u8::try_from(webhook_event_id.len()) else {
+            // Marked so that lookups of this millisecond also look for keys of their own.
+            self.overflowed = true;
+            return false;
+        };
+        if self.count >= BUCKET_IDS {
+            self.overflowed = true;
+            return false;
+        }
+        self.ids.push(len);
+        self.ids.extend_from_slice(webhook_event_id.as_bytes());
+        self.count += 1;
+        true
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let flags = if self.overflowed { OVERFLOWED } else { 0 };
+        let mut value = Vec::with_capacity(2 + self.ids.len());
+        value.extend_from_slice(&[BUCKET_FORMAT, flags]);
+        value.extend_from_slice(&self.ids);
+        value
+    }
+}
+
+/// The ids of a bucket's value; `None` where it is cut short.
+struct Ids<'a>(&'a [u8]);
+
+impl<'a> Iterator for Ids<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&len, rest) = self.0.split_first()?;
+        match rest.get(..usize::from(len)) {
+            Some(id) => {
+                self.0 = &rest[usize::from(len)..];
+                Some(Some(id))
+            }
+            None => {
+                self.0 = &[];
+                Some(None)
+            }
+        }
+    }
+}
+
+/// The time stored under `mark`, storing `now_ms` if there is none yet.
+fn upgraded_at(tree: &sled::Tree, mark: &[u8], now_ms: i64) -> Result<i64, StorageError> {
+    match tree.get(mark)? {
+        Some(v) => Ok(decode_seq(mark, &v)? as i64),
+        None => {
+            tree.insert(mark, &(now_ms.max(0) as u64).to_be_bytes())?;
+            Ok(now_ms)
+        }
+    }
+}
+
+/// Whether an id can be held in a bucket (its length is one byte).
+fn fits(webhook_event_id: &str) -> bool {
+    webhook_event_id.len() <= usize::from(u8::MAX)
+}
+
 fn day_of(timestamp_ms: i64) -> u32 {
     timestamp_ms
         .div_euclid(DAY_MS)
         .clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// `v` timestamp account.
+fn bucket_key(account: &AccountId, timestamp_ms: i64) -> Vec<u8> {
+    let account = account.as_str().as_bytes();
+    let mut key = Vec::with_capacity(9 + account.len());
+    key.push(BUCKET);
+    key.extend_from_slice(&(timestamp_ms.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(account);
+    key
+}
+
+fn single_key(account: &AccountId, webhook_event_id: &str, timestamp_ms: i64) -> Vec<u8> {
+    let [a, b, c, d] = day_of(timestamp_ms).to_be_bytes();
+    event_key(&[SINGLE, a, b, c, d], account, webhook_event_id)
 }
 
 fn legacy_key(account: &AccountId, webhook_event_id: &str) -> Vec<u8> {
@@ -168,17 +443,91 @@ mod tests {
         AccountId::parse("demo").unwrap()
     }
 
-    fn file(tree: &sled::Tree, id: &str, timestamp_ms: i64) {
-        tree.insert(
-            RedeliveryChecks::key(&demo(), id, timestamp_ms),
-            &1u64.to_be_bytes(),
-        )
-        .unwrap();
+    /// Files the events as one journal batch would; returns which were new.
+    fn file(checks: &RedeliveryChecks, tree: &sled::Tree, events: &[(&str, i64)]) -> Vec<bool> {
+        let mut batch = checks.batch();
+        let new = events
+            .iter()
+            .map(|(id, at)| batch.file(tree, &demo(), id, *at).unwrap())
+            .collect();
+        batch.write(tree, 1).unwrap();
+        new
     }
 
     fn seen(checks: &RedeliveryChecks, tree: &sled::Tree, id: &str, timestamp_ms: i64) -> bool {
-        let key = RedeliveryChecks::key(&demo(), id, timestamp_ms);
-        checks.seen(tree, &key, &demo(), id).unwrap()
+        checks.contains(tree, &demo(), id, timestamp_ms).unwrap()
+    }
+
+    fn keys(tree: &sled::Tree, prefix: u8) -> usize {
+        tree.scan_prefix([prefix]).count()
+    }
+
+    #[test]
+    fn a_milliseconds_ids_share_one_key_and_those_past_its_room_get_keys_of_their_own() {
+        let (_dir, tree) = tree();
+        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let ids: Vec<String> = (0..BUCKET_IDS + 3).map(|n| format!("E{n}")).collect();
+        let events: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), NOW)).collect();
+        assert!(file(&checks, &tree, &events).iter().all(|new| *new));
+        assert_eq!((keys(&tree, BUCKET), keys(&tree, SINGLE)), (1, 3));
+        for id in &ids {
+            assert!(seen(&checks, &tree, id, NOW), "{id}");
+        }
+        assert!(!seen(&checks, &tree, "E0", NOW + 1), "another millisecond");
+        assert!(
+            file(&checks, &tree, &events).iter().all(|new| !*new),
+            "a later batch finds every one"
+        );
+        assert_eq!(file(&checks, &tree, &[("late", NOW)]), [true]);
+        assert!(seen(&checks, &tree, "late", NOW));
+        assert_eq!((keys(&tree, BUCKET), keys(&tree, SINGLE)), (1, 4));
+    }
+
+    #[test]
+    fn an_id_twice_in_one_batch_is_new_once() {
+        let (_dir, tree) = tree();
+        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let long = "L".repeat(300);
+        assert_eq!(
+            file(
+                &checks,
+                &tree,
+                &[("E1", NOW), ("E1", NOW), (&long, NOW), (&long, NOW)]
+            ),
+            [true, false, true, false]
+        );
+        assert!(seen(&checks, &tree, &long, NOW), "too long for a bucket");
+    }
+
+    #[test]
+    fn a_failed_batch_takes_back_what_it_filed_and_keeps_what_was_there() {
+        let (_dir, tree) = tree();
+        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        file(&checks, &tree, &[("E1", NOW)]);
+        let mut batch = checks.batch();
+        for (id, at) in [("E2", NOW), ("E3", NOW + 1)] {
+            assert!(batch.file(&tree, &demo(), id, at).unwrap());
+        }
+        batch.write(&tree, 2).unwrap();
+        batch.undo(&tree);
+        assert!(seen(&checks, &tree, "E1", NOW));
+        assert!(!seen(&checks, &tree, "E2", NOW));
+        assert!(!seen(&checks, &tree, "E3", NOW + 1));
+        assert_eq!(keys(&tree, BUCKET), 1);
+    }
+
+    #[test]
+    fn a_damaged_check_is_an_error() {
+        let (_dir, tree) = tree();
+        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        tree.insert(bucket_key(&demo(), NOW), &[BUCKET_FORMAT, 0, 5, b'E'])
+            .unwrap();
+        assert!(matches!(
+            checks.contains(&tree, &demo(), "E1", NOW),
+            Err(StorageError::Corrupt { .. })
+        ));
+        tree.insert(bucket_key(&demo(), NOW), &[9u8][..]).unwrap();
+        assert!(checks.batch().file(&tree, &demo(), "E1", NOW).is_err());
     }
 
     #[test]
@@ -186,7 +535,7 @@ mod tests {
         let (_dir, tree) = tree();
         let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
         for (id, days_ago) in [("old", 8), ("edge", 7), ("recent", 6), ("today", 0)] {
-            file(&tree, id, NOW - days_ago * DAY_MS);
+            file(&checks, &tree, &[(id, NOW - days_ago * DAY_MS)]);
         }
         assert_eq!(
             checks.expire(&tree, NOW).unwrap(),
@@ -211,12 +560,50 @@ mod tests {
         let (_dir, tree) = tree();
         let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
         checks.set_window_days(1);
-        for n in 0..EXPIRE_PER_PASS + 5 {
-            file(&tree, &format!("E{n}"), NOW - 3 * DAY_MS);
-        }
+        let ids: Vec<String> = (0..EXPIRE_PER_PASS + 5).map(|n| format!("E{n}")).collect();
+        let events: Vec<(&str, i64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| (id.as_str(), NOW - 3 * DAY_MS + n as i64))
+            .collect();
+        file(&checks, &tree, &events);
         assert_eq!(checks.expire(&tree, NOW).unwrap(), EXPIRE_PER_PASS);
         assert_eq!(checks.expire(&tree, NOW).unwrap(), 5);
-        assert_eq!(tree.len(), 0);
+        assert_eq!(keys(&tree, BUCKET), 0);
+    }
+
+    #[test]
+    fn checks_filed_one_key_each_by_an_earlier_release_count_until_a_window_after_the_upgrade() {
+        let (_dir, tree) = tree();
+        tree.insert(single_key(&demo(), "E1", NOW), &1u64.to_be_bytes())
+            .unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        checks.set_window_days(2);
+        assert!(seen(&checks, &tree, "E1", NOW));
+        assert_eq!(file(&checks, &tree, &[("E1", NOW)]), [false]);
+
+        // Reopened later, the upgrade time is the first one.
+        let checks = RedeliveryChecks::open(&tree, NOW + DAY_MS).unwrap();
+        checks.set_window_days(2);
+        assert_eq!(checks.expire(&tree, NOW + 2 * DAY_MS).unwrap(), 0);
+        assert!(seen(&checks, &tree, "E1", NOW));
+        assert_eq!(checks.expire(&tree, NOW + 3 * DAY_MS).unwrap(), 1);
+        assert!(!seen(&checks, &tree, "E1", NOW));
+        assert!(tree.get(SINGLES_UNTIL_UPGRADE_AT).unwrap().is_none());
+
+        // A journal in this layout from the start looks for keys of their own only where a
+        // millisecond overflowed.
+        let (_fresh_dir, fresh) = self::tree();
+        let checks = RedeliveryChecks::open(&fresh, NOW).unwrap();
+        fresh
+            .insert(single_key(&demo(), "E2", NOW), &1u64.to_be_bytes())
+            .unwrap();
+        assert!(!seen(&checks, &fresh, "E2", NOW));
+        let checks = RedeliveryChecks::open(&fresh, NOW).unwrap();
+        assert!(
+            !seen(&checks, &fresh, "E2", NOW),
+            "not taken for an upgrade"
+        );
     }
 
     #[test]
@@ -236,6 +623,10 @@ mod tests {
         assert!(seen(&checks, &tree, "E1", NOW));
         assert_eq!(checks.expire(&tree, NOW + 2 * DAY_MS).unwrap(), 1);
         assert!(!seen(&checks, &tree, "E1", NOW));
-        assert_eq!(tree.len(), 0, "the upgrade mark went with the last of them");
+        assert_eq!(
+            tree.scan_prefix([LEGACY]).count() + tree.get(UPGRADED_AT).unwrap().iter().count(),
+            0,
+            "the upgrade mark went with the last of them"
+        );
     }
 }

@@ -517,12 +517,10 @@ async fn covered_events_leave_the_journal_after_retention_and_transcript_and_red
         .await;
         let u = user(13);
         let first = [event_id(1), event_id(2)];
+        let anyone = text_event(&u, &first[1], "anyone?");
         post(
             &app,
-            vec![
-                text_event(&u, &first[0], "hello"),
-                text_event(&u, &first[1], "anyone?"),
-            ],
+            vec![text_event(&u, &first[0], "hello"), anyone.clone()],
         )
         .await;
         let id = conversation_id(&u, 1);
@@ -543,7 +541,7 @@ async fn covered_events_leave_the_journal_after_retention_and_transcript_and_red
         assert_eq!(previews(&detail(&app, &id).await), ["hello", "anyone?"]);
 
         // A redelivery is still recognised: it opens no second conversation.
-        let mut again = text_event(&u, &first[1], "anyone?");
+        let mut again = anyone;
         again["deliveryContext"]["isRedelivery"] = json!(true);
         post(&app, vec![again]).await;
         post(&app, vec![text_event(&u, &event_id(3), "back")]).await;

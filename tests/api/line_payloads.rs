@@ -371,6 +371,17 @@ pub fn every_event(destination: &str) -> Vec<(&'static str, Value)> {
 
 /// A one-to-one text message from `user_id`, sent now, as the webhook delivers it.
 pub fn text_event(user_id: &str, webhook_event_id: &str, text: &str) -> Value {
+    text_event_at(user_id, webhook_event_id, text, now_ms())
+}
+
+/// [`text_event`] sent at `timestamp_ms`: what a test that delivers an event again uses, since
+/// LINE's redelivery keeps the event's original `timestamp`.
+pub fn text_event_at(
+    user_id: &str,
+    webhook_event_id: &str,
+    text: &str,
+    timestamp_ms: u64,
+) -> Value {
     let mut event = json!({
         "type": "message",
         "replyToken": format!("{:016x}{:016x}", fnv1a(webhook_event_id.as_bytes()), fnv1a(text.as_bytes())),
@@ -383,7 +394,7 @@ pub fn text_event(user_id: &str, webhook_event_id: &str, text: &str) -> Value {
             "markAsReadToken": format!("r{webhook_event_id}")
         }
     });
-    add_common_fields(&mut event, now_ms(), webhook_event_id);
+    add_common_fields(&mut event, timestamp_ms, webhook_event_id);
     event
 }
 
@@ -436,7 +447,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

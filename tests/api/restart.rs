@@ -8,7 +8,7 @@ use linedesk::startup::Application;
 
 use crate::agents::AgentClient;
 use crate::helpers::{stored_events, stored_ids, ServerProcess, PATIENCE};
-use crate::line_payloads::text_event;
+use crate::line_payloads::{now_ms, text_event, text_event_at};
 
 const SECRET: &str = "linedesk-demo-channel-secret-dev";
 
@@ -16,12 +16,15 @@ async fn post(address: &str, events: Vec<serde_json::Value>) -> StatusCode {
     crate::helpers::post_signed_to(address, events).await
 }
 
+/// The same event each time for the same `n`, as LINE redelivers it (its `timestamp` too).
 fn event(n: usize) -> serde_json::Value {
+    static SENT_AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let user = format!("U{:032x}", n % 7);
-    text_event(
+    text_event_at(
         &user,
         &format!("01J1000000000000000000{n:04}"),
         &format!("event {n}"),
+        *SENT_AT.get_or_init(now_ms),
     )
 }
 
@@ -244,11 +247,13 @@ async fn conversations_survive_kill_9_and_sigterm_with_state_transcript_and_orde
     let env = [("LINEDESK__CONVERSATION__SNAPSHOT_EVERY", "3")];
     let user = "U0000000000000000000000000000c0de";
     let id = format!("demo.user.{user}.1");
+    let sent_at = now_ms();
     let message = |n: usize| {
-        text_event(
+        text_event_at(
             user,
             &format!("01J4000000000000000000{n:04}"),
             &format!("message {n}"),
+            sent_at,
         )
     };
     let expected = |n: usize| (0..n).map(|i| format!("message {i}")).collect::<Vec<_>>();
