@@ -4,7 +4,9 @@
 # answers 200 (benches/ceiling_server.rs). One text event per webhook, 1,000 LINE users, every
 # webhookEventId unique. Ratios to the ceiling are the figures to quote.
 # Knobs: DURATION (s, default 10), CONNECTIONS (64), REQUESTS (unique webhooks, 600000),
-# DURABILITIES ("flush os"), ROUNDS (3), LINEDESK (the binary; default the release build). Needs wrk (apt-get install wrk) and python3.
+# DURABILITIES ("flush os"), ROUNDS (3), LINEDESK (the binary; default the release build),
+# EVENTS_PER_MS (32: events sharing a millisecond `timestamp`, as LINE stamps them at this rate;
+# rounds before the eleventh spaced them 1 ms apart). Needs wrk (apt-get install wrk) and python3.
 # Each round runs the ceiling and then linedesk, and its ratios use that round's ceiling; the
 # median of the rounds is the figure to quote. On a shared host one configuration's rate
 # varies by ±20% from run to run (two identical builds measured 5,385 and 8,079/s), so a
@@ -33,7 +35,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-python3 benches/signed_webhooks.py --requests "$REQUESTS" > "$work/requests.tsv"
+python3 benches/signed_webhooks.py --requests "$REQUESTS" --events-per-ms "${EVENTS_PER_MS:-32}" > "$work/requests.tsv"
 
 run() { # name, then the command that serves
   local name=$1; shift
