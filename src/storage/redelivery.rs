@@ -108,12 +108,8 @@ impl RedeliveryChecks {
         webhook_event_id: &str,
         timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
-        let key = bucket_key(account, timestamp_ms);
-        let bucket = Bucket::read(tree, &key)?;
-        if bucket.holds(webhook_event_id) {
-            return Ok(true);
-        }
-        self.filed_apart(tree, &bucket, account, webhook_event_id, timestamp_ms)
+        self.batch()
+            .known(tree, account, webhook_event_id, timestamp_ms)
     }
 
     /// Whether an id its millisecond's key does not hold has a key of its own (or one an
@@ -225,33 +221,57 @@ impl CheckBatch<'_> {
         webhook_event_id: &str,
         timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
-        let key = bucket_key(account, timestamp_ms);
-        let bucket = match self.buckets.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let bucket = Bucket::read(tree, e.key())?;
-                e.insert(bucket)
-            }
-        };
-        if bucket.holds(webhook_event_id)
-            || self
-                .checks
-                .filed_apart(tree, bucket, account, webhook_event_id, timestamp_ms)?
-        {
+        if self.known(tree, account, webhook_event_id, timestamp_ms)? {
             return Ok(false);
         }
-        // Only an id the bucket had no room for was filed apart by this batch.
-        let single = (bucket.overflowed || !fits(webhook_event_id))
-            .then(|| single_key(account, webhook_event_id, timestamp_ms));
-        if single.as_ref().is_some_and(|s| self.singles.contains(s)) {
-            return Ok(false);
-        }
+        let bucket = self.bucket(tree, account, timestamp_ms)?;
         if !bucket.add(webhook_event_id) {
-            self.singles.push(
-                single.unwrap_or_else(|| single_key(account, webhook_event_id, timestamp_ms)),
-            );
+            self.singles
+                .push(single_key(account, webhook_event_id, timestamp_ms));
         }
         Ok(true)
+    }
+
+    /// Whether the event's check was filed, by this batch or an earlier one.
+    fn known(
+        &mut self,
+        tree: &sled::Tree,
+        account: &AccountId,
+        webhook_event_id: &str,
+        timestamp_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let checks = self.checks;
+        let bucket = self.bucket(tree, account, timestamp_ms)?;
+        if bucket.holds(webhook_event_id) {
+            return Ok(true);
+        }
+        // Only an id its bucket had no room for can have been filed apart by this batch.
+        let apart = bucket.overflowed || !fits(webhook_event_id);
+        if checks.filed_apart(tree, bucket, account, webhook_event_id, timestamp_ms)? {
+            return Ok(true);
+        }
+        Ok(apart
+            && self
+                .singles
+                .contains(&single_key(account, webhook_event_id, timestamp_ms)))
+    }
+
+    /// The event's millisecond, read from sled the first time this batch needs it.
+    fn bucket(
+        &mut self,
+        tree: &sled::Tree,
+        account: &AccountId,
+        timestamp_ms: i64,
+    ) -> Result<&mut Bucket, StorageError> {
+        Ok(
+            match self.buckets.entry(bucket_key(account, timestamp_ms)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let bucket = Bucket::read(tree, e.key())?;
+                    e.insert(bucket)
+                }
+            },
+        )
     }
 
     /// Writes what this batch filed: one insert per millisecond key it changed, and the keys
@@ -326,16 +346,17 @@ impl Bucket {
     /// Adds an id, or marks the bucket overflowed if it has no room for it: returns whether it
     /// took it.
     fn add(&mut self, webhook_event_id: &str) -> bool {
-        self.changed = true;
-        let Ok(len) = u8::try_from(webhook_event_id.len()) else {
-            // Marked so that lookups of this millisecond also look for keys of their own.
-            self.overflowed = true;
-            return false;
+        let len = match u8::try_from(webhook_event_id.len()) {
+            Ok(len) if self.count < BUCKET_IDS => len,
+            _ => {
+                // Marked so that lookups of this millisecond also look for keys of their own;
+                // once marked, the bucket is not written again for it.
+                self.changed |= !self.overflowed;
+                self.overflowed = true;
+                return false;
+            }
         };
-        if self.count >= BUCKET_IDS {
-            self.overflowed = true;
-            return false;
-        }
+        self.changed = true;
         self.ids.push(len);
         self.ids.extend_from_slice(webhook_event_id.as_bytes());
         self.count += 1;
