@@ -13,9 +13,9 @@
 //!   ([`OVERFLOWED`]), then each id as length(u8) id. At most [`BUCKET_IDS`] ids; the rest
 //!   of that millisecond (a replay of old events, a fixture's one timestamp) get keys of
 //!   their own:
-//! - `w` day(be u32) account `\0` webhookEventId → seq(be u64): one event's check. Releases
-//!   before the millisecond keys filed every event so; theirs are consulted until a window
-//!   after the upgrade.
+//! - `w` day(be u32) account `\0` webhookEventId → the last seq(be u64) of the batch that
+//!   filed it: one event's check. Releases before the millisecond keys filed every event so;
+//!   theirs are consulted until a window after the upgrade.
 //! - `d` account `\0` webhookEventId → seq(be u64): as releases before the day were added filed
 //!   them. Still consulted, and removed once a window has passed since the upgrade.
 //! - `mupg` → when a release first opened a journal holding `d` checks (ms, be u64)
@@ -109,7 +109,7 @@ impl RedeliveryChecks {
         timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
         self.batch()
-            .known(tree, account, webhook_event_id, timestamp_ms)
+            .look(tree, account, webhook_event_id, timestamp_ms, false)
     }
 
     /// Whether an id its millisecond's key does not hold has a key of its own (or one an
@@ -221,57 +221,42 @@ impl CheckBatch<'_> {
         webhook_event_id: &str,
         timestamp_ms: i64,
     ) -> Result<bool, StorageError> {
-        if self.known(tree, account, webhook_event_id, timestamp_ms)? {
-            return Ok(false);
-        }
-        let bucket = self.bucket(tree, account, timestamp_ms)?;
-        if !bucket.add(webhook_event_id) {
-            self.singles
-                .push(single_key(account, webhook_event_id, timestamp_ms));
-        }
-        Ok(true)
+        Ok(!self.look(tree, account, webhook_event_id, timestamp_ms, true)?)
     }
 
-    /// Whether the event's check was filed, by this batch or an earlier one.
-    fn known(
+    /// Whether the event's check was filed, by this batch or an earlier one; with `file`,
+    /// files it if it was not. The event's millisecond is read from sled the first time this
+    /// batch needs it.
+    fn look(
         &mut self,
         tree: &sled::Tree,
         account: &AccountId,
         webhook_event_id: &str,
         timestamp_ms: i64,
+        file: bool,
     ) -> Result<bool, StorageError> {
-        let checks = self.checks;
-        let bucket = self.bucket(tree, account, timestamp_ms)?;
-        if bucket.holds(webhook_event_id) {
-            return Ok(true);
-        }
+        let bucket = match self.buckets.entry(bucket_key(account, timestamp_ms)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let bucket = Bucket::read(tree, e.key())?;
+                e.insert(bucket)
+            }
+        };
+        let mut known = bucket.holds(webhook_event_id)
+            || self
+                .checks
+                .filed_apart(tree, bucket, account, webhook_event_id, timestamp_ms)?;
         // Only an id its bucket had no room for can have been filed apart by this batch.
-        let apart = bucket.overflowed || !fits(webhook_event_id);
-        if checks.filed_apart(tree, bucket, account, webhook_event_id, timestamp_ms)? {
-            return Ok(true);
-        }
-        Ok(apart
-            && self
+        if !known && (bucket.overflowed || !fits(webhook_event_id)) {
+            known = self
                 .singles
-                .contains(&single_key(account, webhook_event_id, timestamp_ms)))
-    }
-
-    /// The event's millisecond, read from sled the first time this batch needs it.
-    fn bucket(
-        &mut self,
-        tree: &sled::Tree,
-        account: &AccountId,
-        timestamp_ms: i64,
-    ) -> Result<&mut Bucket, StorageError> {
-        Ok(
-            match self.buckets.entry(bucket_key(account, timestamp_ms)) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let bucket = Bucket::read(tree, e.key())?;
-                    e.insert(bucket)
-                }
-            },
-        )
+                .contains(&single_key(account, webhook_event_id, timestamp_ms));
+        }
+        if !known && file && !bucket.add(webhook_event_id) {
+            self.singles
+                .push(single_key(account, webhook_event_id, timestamp_ms));
+        }
+        Ok(known)
     }
 
     /// Writes what this batch filed: one insert per millisecond key it changed, and the keys
