@@ -21,7 +21,9 @@
 //!   and writes them as one key: a conversation saved every `snapshot_every` customer messages
 //!   writes one key, not fifty, into its chat's part of the tree. A later run overrides the
 //!   entries of an earlier one from its index on. Dropped when the conversation closes: its
-//!   archive holds them.
+//!   archive holds them. A run whose JSON ends with a newline was *appended*: an agent's
+//!   message or note, stored alone (one key, not three) and counted past the snapshot's
+//!   entries (see [`SledConversationStore::append`]).
 //!
 //! A save that changes routing, status or an existing entry writes the snapshot and its index
 //! entries in one batch; a save that only adds entries writes them key by key, in an order a
@@ -29,7 +31,7 @@
 //! journal which events it covers (they may then leave it after `storage.journal_retention_secs`).
 //! Journal events are read from the [`Journal`] and decoded with the LINE types.
 
-use linedesk_actors::conversation::state::{Transcript, TranscriptEntry};
+use linedesk_actors::conversation::state::{Author, Transcript, TranscriptEntry};
 use linedesk_actors::conversation::{
     ConversationRecord, ConversationState, ConversationStore, DueTimer, Status, StoreError,
 };
@@ -188,16 +190,26 @@ impl SledConversationStore {
     }
 
     /// The saved transcript of an open conversation: its first `len` entries, if the snapshot
-    /// counts them (entries past those are from a save a crash cut short).
+    /// counts them, and the appended runs right after them (see [`SledConversationStore::append`]).
+    /// Other entries past those are from a save a crash cut short.
     fn transcript(&self, id: &ConversationId, len: Option<u32>) -> Result<Transcript, StoreError> {
         let start = transcript_key(id, 0);
-        let end = transcript_key(id, len.map_or(u32::MAX as usize, |len| len as usize));
+        let end = transcript_key(id, u32::MAX as usize);
         let mut entries: Vec<TranscriptEntry> = Vec::new();
-        // Runs in key order, that is by the index they start at; runs starting at or past `len`
-        // are the cut save's.
+        let mut counted = len.map(|len| len as usize);
+        // Runs in key order, that is by the index they start at.
         for run in self.tree.range(start..end) {
             let (key, value) = run.map_err(sled_error)?;
             let at = transcript_index(&key);
+            let appended = match counted {
+                Some(upto) if at >= upto => {
+                    if at != upto || !is_appended(&value) {
+                        break;
+                    }
+                    true
+                }
+                _ => false,
+            };
             if at > entries.len() {
                 return Err(StoreError(format!(
                     "transcript of {id} has no entry {} before a run at {at}",
@@ -213,9 +225,13 @@ impl SledConversationStore {
             } else {
                 entries.push(decode(&value, "transcript entry")?);
             }
+            if appended {
+                // It counts up to its end; only another appended run may follow it.
+                counted = Some(entries.len());
+            }
         }
-        if let Some(len) = len {
-            entries.truncate(len as usize);
+        if let Some(upto) = counted {
+            entries.truncate(upto);
         }
         Ok(Transcript::saved(entries))
     }
@@ -542,6 +558,7 @@ impl ConversationStore for SledConversationStore {
                 conversation.transcript =
                     self.transcript(&conversation.id, state.saved_transcript_len)?;
             }
+            count_appended(&mut state);
         }
         // A stored snapshot covers its events: a conversation resumed after a restart whose
         // snapshot was saved just before the crash is not marked uncovered for ever.
@@ -584,6 +601,36 @@ impl ConversationStore for SledConversationStore {
         self.journal
             .clear_pending(&state.key, state.applied_seq)
             .map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// One key: the new entries as a run of their own, marked appended (see [`is_appended`]),
+    /// which a load counts past the snapshot's entries. The snapshot and the list entry wait
+    /// for the next save. Saves instead when the entries are not all agents' or the snapshot
+    /// does not end where they start.
+    fn append(&self, state: &mut ConversationState) -> Result<(), StoreError> {
+        let format = linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION;
+        let saved = state.saved_transcript_len;
+        let Some(conversation) = state.current.as_mut() else {
+            return self.save(state);
+        };
+        let (from, added) = conversation.transcript.changed();
+        let appendable = state.v == format
+            && saved == Some(from as u32)
+            && !added.is_empty()
+            && added
+                .iter()
+                .all(|e| matches!(e.author, Author::Agent { .. }));
+        if !appendable {
+            return self.save(state);
+        }
+        let mut run = encode(&added);
+        run.push(b'\n');
+        self.tree
+            .insert(transcript_key(&conversation.id, from), run)
+            .map_err(sled_error)?;
+        conversation.transcript.mark_saved();
+        state.saved_transcript_len = Some(conversation.transcript.len() as u32);
+        Ok(())
     }
 
     fn archive(&self, conversation: &ConversationRecord) -> Result<(), StoreError> {
@@ -706,6 +753,35 @@ fn transcript_key(id: &ConversationId, index: usize) -> Vec<u8> {
 }
 
 /// The entry index a transcript key ends with.
+/// Whether a transcript run was written by [`SledConversationStore::append`]: its JSON ends
+/// with a newline, which releases before it read as the JSON they wrote.
+fn is_appended(run: &[u8]) -> bool {
+    run.last() == Some(&b'\n')
+}
+
+/// Makes a loaded state what it was when its appended runs were written (see
+/// [`SledConversationStore::append`]): the snapshot counts their entries, the conversation was
+/// updated when the last was written, and an agent's message to the customer took the reply
+/// token the snapshot holds (a later one comes back with the journal's replay).
+fn count_appended(state: &mut ConversationState) {
+    let (Some(saved), Some(conversation)) = (state.saved_transcript_len, &mut state.current) else {
+        return;
+    };
+    let Some(appended) = conversation.transcript.get(saved as usize..) else {
+        return;
+    };
+    if let Some(last) = appended.iter().map(|e| e.at_ms).max() {
+        conversation.updated_at_ms = conversation.updated_at_ms.max(last);
+    }
+    if appended
+        .iter()
+        .any(|e| e.outgoing.is_some() && matches!(e.author, Author::Agent { .. }))
+    {
+        state.reply_token = None;
+    }
+    state.saved_transcript_len = Some(conversation.transcript.len() as u32);
+}
+
 fn transcript_index(key: &[u8]) -> usize {
     let tail: [u8; 4] = key[key.len().saturating_sub(4)..]
         .try_into()
@@ -1229,6 +1305,99 @@ mod tests {
         store.save(&mut first).unwrap();
         assert_eq!(&first, state, "the same saved state");
         (dir, store)
+    }
+
+    /// An agent's messages and notes are one key each, the snapshot left as it was; a load
+    /// counts them past the snapshot with what they changed, and a later save that a crash cut
+    /// after its run still loads as before it.
+    #[test]
+    fn agents_entries_are_appended_and_load_past_the_snapshot_and_a_cut_after_them_does_not() {
+        let (_dir, store, saved) = saved_twice_asked();
+        let alice = linedesk_actors::domain::AgentId::parse("alice").unwrap();
+        let mut state = saved.clone();
+        state.assign(&alice, T0 + 10, &settings()).unwrap();
+        let asks = Inbound {
+            reply_token: Some("token-3".into()),
+            ..text(3, "where is my order?")
+        };
+        state.apply(&asks, &settings());
+        store.save(&mut state).unwrap();
+        assert!(state.reply_token.is_some());
+        let snapshot = store.tree.get(snapshot_key(&key())).unwrap();
+        let (keys, list) = (transcript_keys(&store), list_all(&store));
+
+        let reply = Content::Text {
+            text: "on it".into(),
+        };
+        assert!(state
+            .agent_wrote(&alice, reply, Some("c1".into()), false, T0 + 20)
+            .unwrap());
+        assert!(state.take_reply_token(T0 + 20, 60_000).is_some());
+        store.append(&mut state).unwrap();
+        let note = Content::Text { text: "VIP".into() };
+        assert!(state
+            .agent_wrote(&alice, note, None, true, T0 + 30)
+            .unwrap());
+        store.append(&mut state).unwrap();
+        assert_eq!(transcript_keys(&store), keys + 2, "one key each");
+        assert_eq!(store.tree.get(snapshot_key(&key())).unwrap(), snapshot);
+        assert_eq!(list_all(&store), list, "the list entry waits");
+        let appended = store.load(&key()).unwrap().unwrap();
+        assert_eq!(appended, state);
+        assert_eq!(appended.reply_token, None, "the reply took the token");
+        assert_eq!(appended.current.as_ref().unwrap().updated_at_ms, T0 + 30);
+
+        // A customer's message after them: a save whose run is all a crash left.
+        let mut next = appended.clone();
+        next.apply(&text(4, "thanks"), &settings());
+        let plan = store.plan_save(&mut next.clone()).unwrap();
+        write_first(&store, plan, 1);
+        assert_eq!(store.load(&key()).unwrap().unwrap(), appended);
+        store.save(&mut next).unwrap();
+        assert_eq!(store.load(&key()).unwrap().unwrap(), next);
+        assert_eq!(
+            previews(&next)[3..],
+            ["on it", "VIP", "thanks"],
+            "{:?}",
+            previews(&next)
+        );
+
+        // Anything else added, or a snapshot that ends elsewhere, is a whole save.
+        next.apply(&text(5, "bye"), &settings());
+        store.append(&mut next).unwrap();
+        assert_ne!(store.tree.get(snapshot_key(&key())).unwrap(), snapshot);
+        assert_eq!(store.load(&key()).unwrap().unwrap(), next);
+    }
+
+    /// A run past the snapshot's entries counts only if appended and where they end.
+    #[test]
+    fn runs_past_the_snapshot_count_only_if_appended_and_in_line() {
+        let (_dir, store, saved) = saved_twice_asked();
+        let id = saved.current.as_ref().unwrap().id.clone();
+        let entry = |says: &str| {
+            let mut state = saved.clone();
+            state.apply(&text(9, says), &settings());
+            state.current.unwrap().transcript[2].clone()
+        };
+        let mut gap = encode(&[entry("gap")]);
+        gap.push(b'\n');
+        store.tree.insert(transcript_key(&id, 3), gap).unwrap();
+        assert_eq!(
+            previews(&store.load(&key()).unwrap().unwrap()),
+            ["hello", "anyone?"]
+        );
+        let cut = encode(&[entry("cut")]);
+        store.tree.insert(transcript_key(&id, 2), cut).unwrap();
+        assert_eq!(
+            previews(&store.load(&key()).unwrap().unwrap()),
+            ["hello", "anyone?"]
+        );
+        let mut appended = encode(&[entry("appended")]);
+        appended.push(b'\n');
+        store.tree.insert(transcript_key(&id, 2), appended).unwrap();
+        let loaded = store.load(&key()).unwrap().unwrap();
+        assert_eq!(previews(&loaded), ["hello", "anyone?", "appended", "gap"]);
+        assert_eq!(loaded.saved_transcript_len, Some(4));
     }
 
     #[test]

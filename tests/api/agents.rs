@@ -603,6 +603,89 @@ async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
 }
 
+/// What agents and the customer wrote, in transcript order, as "author: preview".
+async fn written(address: &str, id: &str) -> Vec<String> {
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let answer =
+        crate::helpers::admin_get(&client, address, &format!("/api/conversations/{id}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["author"]["type"] != "system")
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["author"]["type"].as_str().unwrap(),
+                e["preview"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// An agent's `ack` means stored: a `kill -9` right after loses none of their messages or
+/// notes, and a `send` retried after the restart is stored once.
+#[actix_web::test]
+async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_stored_once() {
+    use crate::helpers::ServerProcess;
+    let data = tempfile::tempdir().unwrap();
+    let overlay = data.path().join("linedesk.toml");
+    std::fs::write(
+        &overlay,
+        "rules = []\n[[agents]]\nid = \"alice\"\nname = \"Alice\"\ntoken = \"dev-alice-token\"\ncapacity = 1\nqueues = [\"general\"]\n",
+    )
+    .unwrap();
+    let args = ["--config", overlay.to_str().unwrap()];
+    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
+    alice.expect("hello").await;
+    let u = user(40);
+    signed_post(&server.address, &u, "where is my order?").await;
+    let id = accept_next_offer(&mut alice).await;
+    let send = |c: &str, text: &str| json!({"type": "send", "conversation_id": id, "client_msg_id": c, "text": text});
+    for (c, text) in [("c1", "let me check"), ("c2", "found it")] {
+        alice.send(send(c, text)).await;
+        assert_eq!(alice.expect("ack").await["client_msg_id"], c);
+    }
+    alice
+        .send(json!({"type": "note", "conversation_id": id, "text": "VIP"}))
+        .await;
+    // Handled in order: its ack follows the note's save.
+    alice.send(send("c3", "it ships today")).await;
+    assert_eq!(alice.expect("ack").await["client_msg_id"], "c3");
+    let expected = [
+        "customer: where is my order?",
+        "agent: let me check",
+        "agent: found it",
+        "agent: VIP",
+        "agent: it ships today",
+    ];
+    assert_eq!(written(&server.address, &id).await, expected);
+    drop(alice);
+    assert_eq!(server.signal_and_wait("KILL").code(), None);
+
+    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    assert_eq!(written(&server.address, &id).await, expected);
+    let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
+    alice.expect("hello").await;
+    alice.send(send("c2", "found it")).await;
+    assert_eq!(alice.expect("ack").await["client_msg_id"], "c2");
+    signed_post(&server.address, &u, "thanks!").await;
+    alice
+        .expect_matching(|f| f["type"] == "message" && f["from"] == "customer")
+        .await;
+    let mut all = expected.to_vec();
+    all.push("customer: thanks!");
+    assert_eq!(written(&server.address, &id).await, all);
+    drop(alice);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+
+    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    assert_eq!(written(&server.address, &id).await, all);
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
+}
+
 #[actix_web::test]
 async fn a_silent_connection_is_closed_within_two_heartbeats() {
     let app = spawn_app_with(|s| s.routing.heartbeat_interval_ms = 100).await;

@@ -226,6 +226,16 @@ impl Conversation {
         Ok(())
     }
 
+    /// Stores what agents added since the last save, when nothing else changed.
+    fn append(&mut self) -> Result<(), ConversationError> {
+        if self.passivated {
+            return Ok(());
+        }
+        let state = self.state.as_mut().ok_or(ConversationError::NotReady)?;
+        self.env.store.append(state)?;
+        Ok(())
+    }
+
     /// Carries out the state machine's effects. While replaying the journal only storage
     /// effects run: routing and agents heard about those events the first time.
     fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), ConversationError> {
@@ -481,6 +491,9 @@ impl Conversation {
         let agent_before = agent_view(state);
         let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
         let mut to_customer = None;
+        // A message or note adds to the transcript and changes nothing else the snapshot holds
+        // (unless it is the customer's first, with the consent notice): it is appended.
+        let mut appended = false;
         let (effects, changed) = match &msg.action {
             AgentAction::Assign => (state.assign(agent, now, settings)?, true),
             AgentAction::SetWaiting => (state.set_waiting(agent, now, settings)?, true),
@@ -509,6 +522,7 @@ impl Conversation {
                 }
                 let id = Some(client_msg_id.clone());
                 let stored = state.agent_wrote(agent, content.clone(), id, false, now)?;
+                appended = true;
                 if stored {
                     to_customer = Some((
                         content.clone(),
@@ -532,17 +546,24 @@ impl Conversation {
             }
             AgentAction::Note { text } => {
                 let note = Content::Text { text: text.clone() };
+                appended = true;
                 (Vec::new(), state.agent_wrote(agent, note, None, true, now)?)
             }
         };
         if let Some((content, client_msg_id, quick_replies)) = to_customer {
+            let consent_sent = |s: &ConversationState| s.current.as_ref().map(|c| c.consent_sent);
+            let before = self.state.as_ref().and_then(consent_sent);
             self.send_agent_message(&msg.agent, content, client_msg_id, quick_replies)?;
+            appended &= self.state.as_ref().and_then(consent_sent) == before;
         }
         self.carry_out(effects)?;
         self.tell_status(agent_before);
         if changed {
             // Written before the caller is answered: an agent's `ack` means stored.
-            self.save()?;
+            match appended && self.unsaved == 0 {
+                true => self.append()?,
+                false => self.save()?,
+            }
         }
         // Only a new assignee is shown the conversation so far.
         let shown = match msg.action {

@@ -25,6 +25,13 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// chat's pending mark when the snapshot covers its journal. `&mut`: a store that keeps the
     /// open conversation's transcript apart marks what it saved ([`super::state::Transcript`]).
     fn save(&self, state: &mut ConversationState) -> Result<(), StoreError>;
+    /// Stores the transcript entries agents added since the last save, and nothing else, for a
+    /// state that changed in nothing but what loading those entries makes up for (the
+    /// conversation's last update, the reply token an agent's message took). Cheaper than
+    /// [`ConversationStore::save`], which a store may do instead.
+    fn append(&self, state: &mut ConversationState) -> Result<(), StoreError> {
+        self.save(state)
+    }
     /// Stores a closed conversation for good. Idempotent: replay may archive it again.
     fn archive(&self, conversation: &Conversation) -> Result<(), StoreError>;
     /// Hides an unsent message in an archived conversation.
