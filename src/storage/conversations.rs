@@ -605,8 +605,9 @@ impl ConversationStore for SledConversationStore {
 
     /// One key: the new entries as a run of their own, marked appended (see [`is_appended`]),
     /// which a load counts past the snapshot's entries. The snapshot and the list entry wait
-    /// for the next save. Saves instead when the entries are not all agents' or the snapshot
-    /// does not end where they start.
+    /// for the next save, and so do the journal's events: they stay until a snapshot covers
+    /// them. Saves instead when an entry is neither an agent's nor an event's, or the snapshot
+    /// does not end where the entries start.
     fn append(&self, state: &mut ConversationState) -> Result<(), StoreError> {
         let format = linedesk_actors::conversation::state::SNAPSHOT_FORMAT_VERSION;
         let saved = state.saved_transcript_len;
@@ -614,12 +615,14 @@ impl ConversationStore for SledConversationStore {
             return self.save(state);
         };
         let (from, added) = conversation.transcript.changed();
+        // Agents' entries, and entries of journal events the snapshot does not count yet
+        // (their replay makes up the rest of what those events did, and skips the entries).
         let appendable = state.v == format
             && saved == Some(from as u32)
             && !added.is_empty()
             && added
                 .iter()
-                .all(|e| matches!(e.author, Author::Agent { .. }));
+                .all(|e| e.seq.is_some() || matches!(e.author, Author::Agent { .. }));
         if !appendable {
             return self.save(state);
         }
@@ -760,9 +763,10 @@ fn is_appended(run: &[u8]) -> bool {
 }
 
 /// Makes a loaded state what it was when its appended runs were written (see
-/// [`SledConversationStore::append`]): the snapshot counts their entries, the conversation was
-/// updated when the last was written, and an agent's message to the customer took the reply
-/// token the snapshot holds (a later one comes back with the journal's replay).
+/// [`SledConversationStore::append`]) but for the journal's events they hold, which the
+/// conversation replays: the snapshot counts their entries, the conversation was updated when
+/// the last was written, and an agent's message to the customer took the reply token the
+/// snapshot holds.
 fn count_appended(state: &mut ConversationState) {
     let (Some(saved), Some(conversation)) = (state.saved_transcript_len, &mut state.current) else {
         return;
@@ -773,13 +777,8 @@ fn count_appended(state: &mut ConversationState) {
     if let Some(last) = appended.iter().map(|e| e.at_ms).max() {
         conversation.updated_at_ms = conversation.updated_at_ms.max(last);
     }
-    if appended
-        .iter()
-        .any(|e| e.outgoing.is_some() && matches!(e.author, Author::Agent { .. }))
-    {
-        state.reply_token = None;
-    }
     state.saved_transcript_len = Some(conversation.transcript.len() as u32);
+    state.forget_spent_reply_token();
 }
 
 fn transcript_index(key: &[u8]) -> usize {
@@ -1362,11 +1361,38 @@ mod tests {
             previews(&next)
         );
 
-        // Anything else added, or a snapshot that ends elsewhere, is a whole save.
-        next.apply(&text(5, "bye"), &settings());
-        store.append(&mut next).unwrap();
+        // A customer's message the snapshot does not count yet is appended with the reply; the
+        // journal's replay makes up the rest of what it did, and skips its entry.
+        let snapshot = store.tree.get(snapshot_key(&key())).unwrap();
+        let more = Inbound {
+            reply_token: Some("token-5".into()),
+            ..text(5, "one more thing")
+        };
+        let mut asked = next.clone();
+        asked.apply(&more, &settings());
+        let sure = Content::Text {
+            text: "sure".into(),
+        };
+        assert!(asked
+            .agent_wrote(&alice, sure, Some("c2".into()), false, T0 + 40)
+            .unwrap());
+        assert!(asked.take_reply_token(T0 + 40, 60_000).is_some());
+        store.append(&mut asked).unwrap();
+        assert_eq!(store.tree.get(snapshot_key(&key())).unwrap(), snapshot);
+        let mut replayed = store.load(&key()).unwrap().unwrap();
+        assert_eq!(replayed.applied_seq, 4);
+        replayed.apply(&more, &settings());
+        replayed.forget_spent_reply_token();
+        assert_eq!(replayed, asked);
+
+        // An entry neither an agent's nor an event's is a whole save.
+        let overflow = [Content::Text {
+            text: "busy".into(),
+        }];
+        asked.record_automated(&overflow, "demo.user.Ucustomer.1/auto/busy", T0 + 50, false);
+        store.append(&mut asked).unwrap();
         assert_ne!(store.tree.get(snapshot_key(&key())).unwrap(), snapshot);
-        assert_eq!(store.load(&key()).unwrap().unwrap(), next);
+        assert_eq!(store.load(&key()).unwrap().unwrap(), asked);
     }
 
     /// A run past the snapshot's entries counts only if appended and where they end.

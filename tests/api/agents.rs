@@ -651,6 +651,11 @@ async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_store
     alice
         .send(json!({"type": "note", "conversation_id": id, "text": "VIP"}))
         .await;
+    // Stored with the reply after it, ahead of the conversation's next snapshot.
+    signed_post(&server.address, &u, "hello?").await;
+    alice
+        .expect_matching(|f| f["type"] == "message" && f["from"] == "customer")
+        .await;
     // Handled in order: its ack follows the note's save.
     alice.send(send("c3", "it ships today")).await;
     assert_eq!(alice.expect("ack").await["client_msg_id"], "c3");
@@ -659,6 +664,7 @@ async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_store
         "agent: let me check",
         "agent: found it",
         "agent: VIP",
+        "customer: hello?",
         "agent: it ships today",
     ];
     assert_eq!(written(&server.address, &id).await, expected);

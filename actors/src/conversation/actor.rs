@@ -125,6 +125,9 @@ impl Conversation {
         let applied = self.catch_up();
         self.replaying = false;
         let applied = applied?;
+        if let Some(state) = self.state.as_mut() {
+            state.forget_spent_reply_token();
+        }
         if self.unsaved > 0 {
             // Replayed events are not replayed again after the next restart.
             self.save()?;
@@ -492,7 +495,8 @@ impl Conversation {
         let (agent, settings, now) = (&msg.agent, &self.env.settings, now_ms());
         let mut to_customer = None;
         // A message or note adds to the transcript and changes nothing else the snapshot holds
-        // (unless it is the customer's first, with the consent notice): it is appended.
+        // but what a recovery makes up (unless it is the conversation's first message, with
+        // the consent notice): it is appended.
         let mut appended = false;
         let (effects, changed) = match &msg.action {
             AgentAction::Assign => (state.assign(agent, now, settings)?, true),
@@ -560,7 +564,7 @@ impl Conversation {
         self.tell_status(agent_before);
         if changed {
             // Written before the caller is answered: an agent's `ack` means stored.
-            match appended && self.unsaved == 0 {
+            match appended {
                 true => self.append()?,
                 false => self.save()?,
             }

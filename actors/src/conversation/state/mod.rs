@@ -541,8 +541,14 @@ impl ConversationState {
             Some(conversation) => conversation,
             None => self.open(at, settings, effects),
         };
-        conversation.transcript.push(entry.clone());
-        conversation.updated_at_ms = at;
+        // Replayed after a store kept its entry: the entry and the update are there already.
+        if !entry
+            .seq
+            .is_some_and(|seq| conversation.transcript.holds_event(seq))
+        {
+            conversation.transcript.push(entry.clone());
+            conversation.updated_at_ms = at;
+        }
         if conversation.status == Status::Waiting {
             let agent = conversation.agent.clone();
             match agent {
@@ -619,6 +625,9 @@ impl ConversationState {
 
     fn note(&mut self, text: &str, at: i64, seq: u64) {
         if let Some(conversation) = &mut self.current {
+            if conversation.transcript.holds_event(seq) {
+                return;
+            }
             conversation.transcript.push(TranscriptEntry {
                 at_ms: at,
                 author: Author::System,
@@ -980,6 +989,24 @@ impl ConversationState {
             conversation: conversation.id.clone(),
             trigger: Trigger::Overflow,
         }])
+    }
+
+    /// Forgets a reply token that an agent's message sent since it came has taken: after a
+    /// recovery from entries stored without the snapshot that would say so (a token works
+    /// once). A message sent while the token's event was still on its way to the conversation
+    /// may count as having taken it: the next message is then pushed instead of replied.
+    pub fn forget_spent_reply_token(&mut self) {
+        let (Some(token), Some(conversation)) = (&self.reply_token, &self.current) else {
+            return;
+        };
+        let spent = conversation.transcript.iter().rev().any(|e| {
+            e.outgoing.is_some()
+                && matches!(e.author, Author::Agent { .. })
+                && e.at_ms >= token.received_at_ms
+        });
+        if spent {
+            self.reply_token = None;
+        }
     }
 
     /// Takes the reply token if it is younger than `ttl_ms`: it works once.

@@ -39,6 +39,17 @@ impl Transcript {
         self.entries.splice(at..at, entries);
     }
 
+    /// Whether an entry of journal event `seq` is here already: the store may hold entries of
+    /// events its snapshot does not count yet, and the journal's replay then skips them.
+    /// Entries of events come in journal order, so the last one with a sequence tells.
+    pub fn holds_event(&self, seq: u64) -> bool {
+        self.entries
+            .iter()
+            .rev()
+            .find_map(|e| e.seq)
+            .is_some_and(|last| last >= seq)
+    }
+
     /// The first entry matching `found`, to change it.
     pub fn find_mut(
         &mut self,
