@@ -3,14 +3,24 @@
 //! with it, so a retry after a crash or restart is recognised by LINE as the same message.
 //!
 //! Tree `outbox`:
-//! - `m` outgoing-id        → [`OutboxRecord`] (JSON, versioned): the message, its LINE
-//!   requests, and its delivery status. Kept after delivery, for the transcript's delivery
-//!   status, without what it said (see [`SledOutbox::update`]).
-//! - `q` seq(be u64)        → outgoing-id of a message not delivered yet, in the order stored
-//! - `n`                    → the last `q` sequence number
+//! - `q` seq(be u64)        → [`OutboxRecord`] (JSON, versioned) of a message not final yet, in
+//!   the order stored: the message, its LINE requests, its progress. Keys grow with every
+//!   message, so these writes stay in the few pages at the end of the tree rather than one
+//!   page per chat, which sled's cache cannot hold for thousands of chats.
+//! - `m` outgoing-id        → the record once final: kept after delivery, for the transcript's
+//!   delivery status, without what it said; kept whole after a failure (see
+//!   [`SledOutbox::update`]).
+//! - `q` seq → outgoing-id, and `m` holding records not final yet: as releases before this one
+//!   wrote them. Opening the outbox moves such a record under its `q` key.
+//! - `n`                    → the last `q` sequence number (written by earlier releases)
+//!
+//! Which messages are not final yet is also kept in memory (id → `q` number), read from the
+//! `q` keys at start-up: a message is looked up there before `m`, and a message stored again
+//! (a retried `send` after a crash) is found there without a read.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::Recipient;
 use linedesk_actors::conversation::StoreError;
@@ -134,6 +144,8 @@ pub struct SledOutbox {
     /// those of the pending index, so at start-up it continues from the highest there (or
     /// from the counter older releases stored).
     last_seq: Arc<AtomicU64>,
+    /// Messages not final yet: id → send-order number (their `q` key).
+    pending: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl SledOutbox {
@@ -143,15 +155,17 @@ impl SledOutbox {
             Some(bytes) => decode_seq(&bytes)?,
             None => 0,
         };
-        let pending = match tree.scan_prefix([PENDING]).next_back() {
+        let last = match tree.scan_prefix([PENDING]).next_back() {
             Some(entry) => decode_seq(&entry?.0[1..])?,
             None => 0,
         };
+        let pending = read_pending(&tree)?;
         Ok(Self {
             tree,
             plan,
             notify: Arc::new(OnceLock::new()),
-            last_seq: Arc::new(AtomicU64::new(stored.max(pending))),
+            last_seq: Arc::new(AtomicU64::new(stored.max(last))),
+            pending: Arc::new(Mutex::new(pending)),
         })
     }
 
@@ -161,6 +175,13 @@ impl SledOutbox {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<OutboxRecord>, StorageError> {
+        let seq = self.pending_seq(id);
+        if let Some(seq) = seq {
+            // Gone if it just became final: then it is under `m`, written first.
+            if let Some(bytes) = self.tree.get(pending_key(seq))? {
+                return decode(id, &bytes).map(Some);
+            }
+        }
         match self.tree.get(record_key(id))? {
             Some(bytes) => decode(id, &bytes).map(Some),
             None => Ok(None),
@@ -169,23 +190,26 @@ impl SledOutbox {
 
     /// Messages not delivered yet, in send order.
     pub fn pending(&self) -> Result<Vec<(u64, String)>, StorageError> {
-        self.tree
-            .scan_prefix([PENDING])
-            .map(|item| {
-                let (key, id) = item?;
-                let seq = decode_seq(&key[1..])?;
-                Ok((seq, String::from_utf8_lossy(&id).into_owned()))
-            })
-            .collect()
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<(u64, String)> =
+            pending.iter().map(|(id, seq)| (*seq, id.clone())).collect();
+        all.sort_unstable();
+        Ok(all)
     }
 
-    /// Writes a record's progress; a final status takes it off the pending index.
+    fn pending_seq(&self, id: &str) -> Option<u64> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.get(id).copied()
+    }
+
+    /// Writes a record's progress under its `q` key; a final record goes under `m` and leaves
+    /// `q`.
     ///
     /// Two single-key writes, not a sled batch: sled 0.34 seals and writes (pwrite +
     /// `sync_file_range`) its I/O buffer twice per `apply_batch`, and every later fsync waits
     /// for those writes. sled recovers a prefix of its log, so the order is what keeps a crash
-    /// harmless: the record first, then the index; a crash in between leaves a final record
-    /// still indexed, which the dispatcher skips at start-up.
+    /// harmless: the final record first, then the removal; a crash in between leaves both,
+    /// and opening the outbox then removes the `q` key (see [`read_pending`]).
     ///
     /// The token mark is stored as [`token_spent_on_disk`] says, whatever the dispatcher's copy
     /// says.
@@ -205,18 +229,23 @@ impl SledOutbox {
                 ..record.clone()
             })
         };
-        self.tree.insert(record_key(&record.outgoing.id), value)?;
-        if record.status.is_final() {
-            self.tree.remove(pending_key(record.seq))?;
+        if !record.status.is_final() {
+            self.tree.insert(pending_key(record.seq), value)?;
+            return Ok(());
         }
+        self.tree.insert(record_key(&record.outgoing.id), value)?;
+        self.tree.remove(pending_key(record.seq))?;
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.remove(&record.outgoing.id);
         Ok(())
     }
 
     /// Stores a message not stored before; returns its record, as the dispatcher may use it,
     /// if it waits to be sent.
     fn store(&self, outgoing: &Outgoing) -> Result<Option<OutboxRecord>, StorageError> {
+        // Not final yet, or final: in this order, as `update` moves a record the other way.
         let key = record_key(&outgoing.id);
-        if self.tree.contains_key(&key)? {
+        if self.pending_seq(&outgoing.id).is_some() || self.tree.contains_key(&key)? {
             return Ok(None);
         }
         let seq = self.last_seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -255,17 +284,18 @@ impl SledOutbox {
             next_attempt_at_ms: 0,
             reply_tried: false,
         };
-        // Single-key writes in this order (see `update`): the index entry first, then the
-        // record. A crash in between leaves an entry without its record, which the dispatcher
-        // skips; never a record that nothing will send (a stored record is not stored again).
-        if !record.status.is_final() {
-            self.tree.insert(pending_key(seq), outgoing.id.as_bytes())?;
-        }
         record.reply_tried = token_spent_on_disk(&record);
-        self.tree.insert(key, encode(&record))?;
+        if record.status.is_final() {
+            self.tree.insert(key, encode(&record))?;
+            return Ok(None);
+        }
+        self.tree.insert(pending_key(seq), encode(&record))?;
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(outgoing.id.clone(), seq);
+        drop(pending);
         // This dispatcher, and no later one, may try the token (see `reply_tried`).
         record.reply_tried = false;
-        Ok((!record.status.is_final()).then_some(record))
+        Ok(Some(record))
     }
 }
 
@@ -315,6 +345,44 @@ fn retry_key(outgoing: &Outgoing, index: usize) -> String {
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string()
+}
+
+/// The messages not final yet, from the `q` keys. A `q` key an earlier release wrote names its
+/// message, whose record is under `m`: moved under the `q` key if it is not final, else (or
+/// if the record is gone) removed. A `q` key whose message has a final record under `m` too
+/// is what a crash left between the two writes of [`SledOutbox::update`]: removed.
+fn read_pending(tree: &sled::Tree) -> Result<HashMap<String, u64>, StorageError> {
+    let mut pending = HashMap::new();
+    for entry in tree.scan_prefix([PENDING]) {
+        let (key, value) = entry?;
+        let seq = decode_seq(&key[1..])?;
+        let (id, record) = if value.first() == Some(&b'{') {
+            let record = decode(&format!("#{seq}"), &value)?;
+            (record.outgoing.id.clone(), Some(record))
+        } else {
+            (String::from_utf8_lossy(&value).into_owned(), None)
+        };
+        let stored = match tree.get(record_key(&id))? {
+            Some(bytes) => Some(decode(&id, &bytes)?),
+            None => None,
+        };
+        match (record, stored) {
+            (Some(_), Some(stored)) if stored.status.is_final() => {
+                tree.remove(&key)?;
+            }
+            (Some(_), _) => {
+                pending.insert(id, seq);
+            }
+            (None, Some(stored)) if !stored.status.is_final() => {
+                tree.insert(&key, encode(&stored))?;
+                pending.insert(id, seq);
+            }
+            (None, _) => {
+                tree.remove(&key)?;
+            }
+        }
+    }
+    Ok(pending)
 }
 
 fn record_key(id: &str) -> Vec<u8> {
@@ -501,6 +569,110 @@ mod tests {
         outbox.update(&progress).unwrap();
         let stored = outbox.get("t").unwrap().unwrap();
         assert_eq!((stored.attempts, stored.reply_tried), (1, true));
+    }
+
+    fn delivered(mut record: OutboxRecord) -> OutboxRecord {
+        record.requests[0].sent = Some(SentVia::Push);
+        record.status = DeliveryStatus::SentPush { at_ms: 9 };
+        record
+    }
+
+    /// A message waits under its send-order key, and only its final record goes by its id; a
+    /// crash between the final record's write and the removal of the waiting one leaves it
+    /// final after a restart, not sent again.
+    #[test]
+    fn a_waiting_message_is_kept_in_send_order_and_only_a_final_one_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(TREE).unwrap();
+        let outbox = outbox(&db);
+        assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
+        assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
+        assert!(tree.get(record_key("a")).unwrap().is_none());
+        let a = outbox.get("a").unwrap().unwrap();
+        assert_eq!(
+            decode("a", &tree.get(pending_key(1)).unwrap().unwrap()).unwrap(),
+            a
+        );
+        let mut progress = a.clone();
+        progress.attempts = 2;
+        outbox.update(&progress).unwrap();
+        assert_eq!(outbox.get("a").unwrap().unwrap().attempts, 2);
+        assert!(tree.get(record_key("a")).unwrap().is_none());
+
+        outbox.update(&delivered(progress)).unwrap();
+        assert!(tree.get(pending_key(1)).unwrap().is_none());
+        assert!(outbox.get("a").unwrap().unwrap().status.is_sent());
+        assert!(
+            !outbox.enqueue(&outgoing("a", "hi")).unwrap(),
+            "stored once"
+        );
+        assert!(
+            !outbox.enqueue(&outgoing("b", "there")).unwrap(),
+            "stored once"
+        );
+
+        // `b` delivered, and a crash before its waiting record went.
+        let b = outbox.get("b").unwrap().unwrap();
+        tree.insert(record_key("b"), encode(&delivered(b).delivered()))
+            .unwrap();
+        drop(outbox);
+        let again = SledOutbox::open(&db, Arc::new(|_: &Outgoing| Ok(vec![]))).unwrap();
+        assert!(again.pending().unwrap().is_empty());
+        assert!(tree.get(pending_key(2)).unwrap().is_none());
+        assert!(again.get("b").unwrap().unwrap().status.is_sent());
+    }
+
+    /// What an earlier release left waiting (a `q` key naming its id, the record under `m`)
+    /// is waiting after the upgrade, under its `q` key; what it left final, or lost, is not.
+    #[test]
+    fn messages_an_earlier_release_left_waiting_are_sent_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(TREE).unwrap();
+        let record = |id: &str, seq: u64| OutboxRecord {
+            v: OUTBOX_FORMAT_VERSION,
+            seq,
+            outgoing: outgoing(id, "hi"),
+            requests: vec![PlannedRequest {
+                messages: vec![serde_json::json!({"type": "text", "text": "hi"})],
+                retry_key: format!("key-{id}"),
+                sent: None,
+            }],
+            status: DeliveryStatus::Queued {
+                attempts: 0,
+                last_error: None,
+            },
+            attempts: 0,
+            first_attempt_at_ms: None,
+            next_attempt_at_ms: 0,
+            reply_tried: false,
+        };
+        let waiting = record("waiting", 4);
+        tree.insert(pending_key(4), &b"waiting"[..]).unwrap();
+        tree.insert(record_key("waiting"), encode(&waiting))
+            .unwrap();
+        tree.insert(pending_key(5), &b"done"[..]).unwrap();
+        tree.insert(record_key("done"), encode(&delivered(record("done", 5))))
+            .unwrap();
+        tree.insert(pending_key(6), &b"lost"[..]).unwrap();
+
+        let outbox = outbox(&db);
+        assert_eq!(outbox.pending().unwrap(), vec![(4, "waiting".to_string())]);
+        assert_eq!(outbox.get("waiting").unwrap().unwrap(), waiting);
+        assert_eq!(
+            decode("waiting", &tree.get(pending_key(4)).unwrap().unwrap()).unwrap(),
+            waiting
+        );
+        for gone in [5, 6] {
+            assert!(tree.get(pending_key(gone)).unwrap().is_none());
+        }
+        assert!(!outbox.enqueue(&outgoing("waiting", "hi")).unwrap());
+        assert!(outbox.enqueue(&outgoing("new", "hi")).unwrap());
+        assert_eq!(outbox.pending().unwrap()[1].0, 7, "numbers go on");
+        outbox.update(&delivered(waiting)).unwrap();
+        assert!(outbox.get("waiting").unwrap().unwrap().status.is_sent());
+        assert_eq!(outbox.pending().unwrap(), vec![(7, "new".to_string())]);
     }
 
     #[test]
