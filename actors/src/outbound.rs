@@ -6,14 +6,17 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::conversation::StoreError;
-use crate::domain::{ConversationKey, CustomerProfile, Outgoing};
+use crate::domain::{ConversationId, ConversationKey, CustomerProfile, Outgoing};
 
 /// Where conversations put what must reach the customer. Blocking and fast, like the
 /// conversation store: the message is durable (with the next flush) when `enqueue` returns.
 pub trait Outbox: Send + Sync + 'static {
     /// Stores the message for sending unless one with its id is stored already; answers
-    /// whether it was new.
-    fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError>;
+    /// whether it was new. `known_new`: the caller knows that none is (a store may then spare
+    /// itself the look).
+    fn enqueue(&self, outgoing: &Outgoing, known_new: bool) -> Result<bool, StoreError>;
+    /// The ids of the messages stored for conversation `conversation`, whatever their status.
+    fn stored_for(&self, conversation: &ConversationId) -> Result<Vec<String>, StoreError>;
 }
 
 /// Profiles LINE gave for customers, as far as they are known now (no network).

@@ -18,13 +18,13 @@
 //! `q` keys at start-up: a message is looked up there before `m`, and a message stored again
 //! (a retried `send` after a crash) is found there without a read.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::Recipient;
 use linedesk_actors::conversation::StoreError;
-use linedesk_actors::domain::{ConversationKey, DeliveryStatus, Outgoing};
+use linedesk_actors::domain::{ConversationId, ConversationKey, DeliveryStatus, Outgoing};
 use linedesk_actors::outbound::Outbox;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -145,7 +145,7 @@ pub struct SledOutbox {
     /// from the counter older releases stored).
     last_seq: Arc<AtomicU64>,
     /// Messages not final yet: id → send-order number (their `q` key).
-    pending: Arc<Mutex<HashMap<String, u64>>>,
+    pending: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl SledOutbox {
@@ -242,10 +242,16 @@ impl SledOutbox {
 
     /// Stores a message not stored before; returns its record, as the dispatcher may use it,
     /// if it waits to be sent.
-    fn store(&self, outgoing: &Outgoing) -> Result<Option<OutboxRecord>, StorageError> {
+    fn store(
+        &self,
+        outgoing: &Outgoing,
+        known_new: bool,
+    ) -> Result<Option<OutboxRecord>, StorageError> {
         // Not final yet, or final: in this order, as `update` moves a record the other way.
         let key = record_key(&outgoing.id);
-        if self.pending_seq(&outgoing.id).is_some() || self.tree.contains_key(&key)? {
+        if self.pending_seq(&outgoing.id).is_some()
+            || (!known_new && self.tree.contains_key(&key)?)
+        {
             return Ok(None);
         }
         let seq = self.last_seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -300,8 +306,11 @@ impl SledOutbox {
 }
 
 impl Outbox for SledOutbox {
-    fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
-        match self.store(outgoing) {
+    /// Told `known_new`, it does not look for a final record by the id (a page of the tree
+    /// that is seldom in sled's cache): the conversation knows from its transcript, and from
+    /// [`Outbox::stored_for`] after a recovery, that there is none.
+    fn enqueue(&self, outgoing: &Outgoing, known_new: bool) -> Result<bool, StoreError> {
+        match self.store(outgoing, known_new) {
             Ok(Some(record)) => {
                 if let Some(dispatcher) = self.notify.get() {
                     dispatcher.do_send(OutboxQueued {
@@ -316,6 +325,22 @@ impl Outbox for SledOutbox {
             Ok(None) => Ok(false),
             Err(e) => Err(StoreError(e.to_string())),
         }
+    }
+
+    fn stored_for(&self, conversation: &ConversationId) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{conversation}/");
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = pending
+            .range(prefix.clone()..)
+            .take_while(|(id, _)| id.starts_with(&prefix))
+            .map(|(id, _)| id.clone())
+            .collect();
+        drop(pending);
+        for key in self.tree.scan_prefix(record_key(&prefix)).keys() {
+            let key = key.map_err(|e| StoreError(e.to_string()))?;
+            ids.push(String::from_utf8_lossy(&key[1..]).into_owned());
+        }
+        Ok(ids)
     }
 }
 
@@ -351,8 +376,8 @@ fn retry_key(outgoing: &Outgoing, index: usize) -> String {
 /// message, whose record is under `m`: moved under the `q` key if it is not final, else (or
 /// if the record is gone) removed. A `q` key whose message has a final record under `m` too
 /// is what a crash left between the two writes of [`SledOutbox::update`]: removed.
-fn read_pending(tree: &sled::Tree) -> Result<HashMap<String, u64>, StorageError> {
-    let mut pending = HashMap::new();
+fn read_pending(tree: &sled::Tree) -> Result<BTreeMap<String, u64>, StorageError> {
+    let mut pending = BTreeMap::new();
     for entry in tree.scan_prefix([PENDING]) {
         let (key, value) = entry?;
         let seq = decode_seq(&key[1..])?;
@@ -459,12 +484,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let outbox = outbox(&db);
-        assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
+        assert!(outbox.enqueue(&outgoing("a", "hi"), false).unwrap());
         assert!(
-            !outbox.enqueue(&outgoing("a", "hi")).unwrap(),
+            !outbox.enqueue(&outgoing("a", "hi"), false).unwrap(),
             "stored once"
         );
-        assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
+        assert!(outbox.enqueue(&outgoing("b", "there"), false).unwrap());
         let pending = outbox.pending().unwrap();
         assert_eq!(pending, vec![(1, "a".to_string()), (2, "b".to_string())]);
         let mut a = outbox.get("a").unwrap().unwrap();
@@ -480,7 +505,7 @@ mod tests {
         assert_eq!(again.get("a").unwrap().unwrap().requests[0].retry_key, key);
         assert_eq!(again.pending().unwrap().len(), 1);
         // Send order continues after what is still pending.
-        assert!(again.enqueue(&outgoing("c", "later")).unwrap());
+        assert!(again.enqueue(&outgoing("c", "later"), false).unwrap());
         assert_eq!(
             again.pending().unwrap(),
             vec![(2, "b".to_string()), (3, "c".to_string())]
@@ -527,10 +552,10 @@ mod tests {
     #[actix_web::test]
     async fn the_dispatcher_is_handed_the_record_exactly_as_stored() {
         let (_dir, outbox, mut notices) = listened_outbox();
-        assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
-        assert!(!outbox.enqueue(&outgoing("x", "unsendable")).unwrap());
-        assert!(!outbox.enqueue(&outgoing("a", "hi")).unwrap());
-        assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
+        assert!(outbox.enqueue(&outgoing("a", "hi"), false).unwrap());
+        assert!(!outbox.enqueue(&outgoing("x", "unsendable"), false).unwrap());
+        assert!(!outbox.enqueue(&outgoing("a", "hi"), false).unwrap());
+        assert!(outbox.enqueue(&outgoing("b", "there"), false).unwrap());
         // Notices arrive in order: none came for the failed or the repeated message.
         for (seq, id) in [(1, "a"), (3, "b")] {
             let notice = next_notice(&mut notices).await;
@@ -547,8 +572,8 @@ mod tests {
             token: "r1".into(),
             received_at_ms: 1,
         });
-        assert!(outbox.enqueue(&with_token).unwrap());
-        assert!(outbox.enqueue(&outgoing("p", "no token")).unwrap());
+        assert!(outbox.enqueue(&with_token, false).unwrap());
+        assert!(outbox.enqueue(&outgoing("p", "no token"), false).unwrap());
 
         let handed = next_notice(&mut notices).await;
         assert!(!handed.record.reply_tried, "this run may reply");
@@ -586,8 +611,8 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree(TREE).unwrap();
         let outbox = outbox(&db);
-        assert!(outbox.enqueue(&outgoing("a", "hi")).unwrap());
-        assert!(outbox.enqueue(&outgoing("b", "there")).unwrap());
+        assert!(outbox.enqueue(&outgoing("a", "hi"), false).unwrap());
+        assert!(outbox.enqueue(&outgoing("b", "there"), false).unwrap());
         assert!(tree.get(record_key("a")).unwrap().is_none());
         let a = outbox.get("a").unwrap().unwrap();
         assert_eq!(
@@ -604,11 +629,11 @@ mod tests {
         assert!(tree.get(pending_key(1)).unwrap().is_none());
         assert!(outbox.get("a").unwrap().unwrap().status.is_sent());
         assert!(
-            !outbox.enqueue(&outgoing("a", "hi")).unwrap(),
+            !outbox.enqueue(&outgoing("a", "hi"), false).unwrap(),
             "stored once"
         );
         assert!(
-            !outbox.enqueue(&outgoing("b", "there")).unwrap(),
+            !outbox.enqueue(&outgoing("b", "there"), false).unwrap(),
             "stored once"
         );
 
@@ -621,6 +646,45 @@ mod tests {
         assert!(again.pending().unwrap().is_empty());
         assert!(tree.get(pending_key(2)).unwrap().is_none());
         assert!(again.get("b").unwrap().unwrap().status.is_sent());
+    }
+
+    /// A conversation's messages, waiting or final, and no other conversation's; a message
+    /// said to be new is not looked for among the final ones, but always among the waiting.
+    #[test]
+    fn a_conversations_messages_are_listed_and_one_said_to_be_new_is_not_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let outbox = outbox(&db);
+        let first = outgoing("x", "").conversation;
+        let twelfth = ConversationId::new(first.key.clone(), 12);
+        let message = |conversation: &ConversationId, n: u32| Outgoing {
+            id: format!("{conversation}/agent/c{n}"),
+            conversation: conversation.clone(),
+            ..outgoing("", "hi")
+        };
+        for (conversation, n) in [(&first, 1), (&first, 2), (&twelfth, 3)] {
+            assert!(outbox.enqueue(&message(conversation, n), true).unwrap());
+        }
+        let sent = outbox.get(&message(&first, 1).id).unwrap().unwrap();
+        outbox.update(&delivered(sent)).unwrap();
+        let mut ids = outbox.stored_for(&first).unwrap();
+        ids.sort();
+        assert_eq!(ids, [message(&first, 1).id, message(&first, 2).id]);
+        assert_eq!(
+            outbox.stored_for(&twelfth).unwrap(),
+            [message(&twelfth, 3).id]
+        );
+
+        assert!(
+            !outbox.enqueue(&message(&first, 2), true).unwrap(),
+            "waiting"
+        );
+        assert!(
+            !outbox.enqueue(&message(&first, 1), false).unwrap(),
+            "final"
+        );
+        // Said to be new, a final one is not looked for: the caller vouches.
+        assert!(outbox.enqueue(&message(&first, 1), true).unwrap());
     }
 
     /// What an earlier release left waiting (a `q` key naming its id, the record under `m`)
@@ -667,8 +731,8 @@ mod tests {
         for gone in [5, 6] {
             assert!(tree.get(pending_key(gone)).unwrap().is_none());
         }
-        assert!(!outbox.enqueue(&outgoing("waiting", "hi")).unwrap());
-        assert!(outbox.enqueue(&outgoing("new", "hi")).unwrap());
+        assert!(!outbox.enqueue(&outgoing("waiting", "hi"), false).unwrap());
+        assert!(outbox.enqueue(&outgoing("new", "hi"), false).unwrap());
         assert_eq!(outbox.pending().unwrap()[1].0, 7, "numbers go on");
         outbox.update(&delivered(waiting)).unwrap();
         assert!(outbox.get("waiting").unwrap().unwrap().status.is_sent());
@@ -680,7 +744,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let outbox = outbox(&db);
-        assert!(!outbox.enqueue(&outgoing("x", "unsendable")).unwrap());
+        assert!(!outbox.enqueue(&outgoing("x", "unsendable"), false).unwrap());
         let record = outbox.get("x").unwrap().unwrap();
         assert!(
             matches!(record.status, DeliveryStatus::Failed { ref reason, .. } if reason == "no way")
@@ -699,7 +763,7 @@ mod tests {
                 label: "yes".into(),
                 text: "yes".into(),
             }];
-            assert!(outbox.enqueue(&message).unwrap());
+            assert!(outbox.enqueue(&message, false).unwrap());
         }
         let mut sent = outbox.get("sent").unwrap().unwrap();
         assert!(!sent.requests[0].messages.is_empty());
@@ -757,7 +821,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let db = sled::open(dir.path()).unwrap();
             let outbox = SledOutbox::open(&db, plan_two.clone()).unwrap();
-            assert!(outbox.enqueue(&outgoing(id, "hi")).unwrap());
+            assert!(outbox.enqueue(&outgoing(id, "hi"), false).unwrap());
             let record = outbox.get(id).unwrap().unwrap();
             record
                 .requests

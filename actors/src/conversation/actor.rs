@@ -85,6 +85,10 @@ pub struct Conversation {
     /// messages triggered meanwhile wait in `held`, so the customer reads them in order.
     position_pending: bool,
     held: Vec<(super::ConversationRecordId, crate::domain::Trigger)>,
+    /// Messages of the open conversation that the outbox holds and its transcript lacks (a
+    /// crash or failure cut the save after the outbox's write). Any other message not in the
+    /// transcript is new to the outbox: told so, it is stored without a look.
+    unrecorded: std::collections::HashSet<String>,
     #[cfg(feature = "fault-injection")]
     fail_next: bool,
 }
@@ -103,6 +107,7 @@ impl Conversation {
             deferred: Vec::new(),
             position_pending: false,
             held: Vec::new(),
+            unrecorded: Default::default(),
             #[cfg(feature = "fault-injection")]
             fail_next: false,
         }
@@ -128,6 +133,7 @@ impl Conversation {
         if let Some(state) = self.state.as_mut() {
             state.forget_spent_reply_token();
         }
+        self.unrecorded = self.unrecorded_messages()?;
         if self.unsaved > 0 {
             // Replayed events are not replayed again after the next restart.
             self.save()?;
@@ -135,6 +141,27 @@ impl Conversation {
         self.resync_routing();
         tracing::debug!(replayed = applied, "conversation recovered");
         Ok(())
+    }
+
+    /// What the outbox holds for the open conversation that its transcript does not name.
+    fn unrecorded_messages(&self) -> Result<std::collections::HashSet<String>, ConversationError> {
+        let (Some(outbound), Some(current)) = (
+            &self.env.links.outbound,
+            self.state.as_ref().and_then(|s| s.current.as_ref()),
+        ) else {
+            return Ok(Default::default());
+        };
+        let mut stored: std::collections::HashSet<String> = outbound
+            .outbox
+            .stored_for(&current.id)?
+            .into_iter()
+            .collect();
+        for entry in current.transcript.iter() {
+            if let Some(id) = &entry.outgoing {
+                stored.remove(id);
+            }
+        }
+        Ok(stored)
     }
 
     /// After recovery the router may not know this conversation: tell it what it needs.
@@ -649,6 +676,7 @@ impl Supervised for Conversation {
         // Lost with the actor: at worst the customer misses an "assigned" notice.
         self.position_pending = false;
         self.held.clear();
+        self.unrecorded.clear();
         self.unsaved = 0;
         self.restarts += 1;
     }

@@ -593,9 +593,23 @@ mod automated_order {
     struct Recorded(Mutex<Vec<Outgoing>>);
 
     impl Outbox for Recorded {
-        fn enqueue(&self, outgoing: &Outgoing) -> Result<bool, StoreError> {
-            self.0.lock().unwrap().push(outgoing.clone());
+        fn enqueue(&self, outgoing: &Outgoing, known_new: bool) -> Result<bool, StoreError> {
+            let mut stored = self.0.lock().unwrap();
+            if stored.iter().any(|o| o.id == outgoing.id) {
+                assert!(!known_new, "{} was said to be new", outgoing.id);
+                return Ok(false);
+            }
+            stored.push(outgoing.clone());
             Ok(true)
+        }
+
+        fn stored_for(
+            &self,
+            conversation: &crate::domain::ConversationId,
+        ) -> Result<Vec<String>, StoreError> {
+            let stored = self.0.lock().unwrap();
+            let of = |o: &&Outgoing| &o.conversation == conversation;
+            Ok(stored.iter().filter(of).map(|o| o.id.clone()).collect())
         }
     }
 
@@ -734,5 +748,99 @@ mod automated_order {
                 vec!["Alice here".to_owned()]
             ]
         );
+    }
+
+    /// A crash after the outbox stored an agent's message but before the transcript did: the
+    /// recovered conversation knows the outbox has it, so the agent's retried `send` is looked
+    /// up (and not stored twice), while a new message is stored without a look.
+    #[actix::test]
+    async fn a_message_the_outbox_holds_and_the_transcript_lacks_is_looked_up_when_sent_again() {
+        let store = Arc::new(MemoryStore::default());
+        let outbox = Arc::new(Recorded::default());
+        let router = SlowRouter(Arc::new(AtomicBool::new(true))).start();
+        let links = ConversationLinks {
+            routing: Arc::new(table()),
+            router: Some(router.clone().recipient()),
+            positions: Some(router.recipient()),
+            agents: Arc::new(Default::default()),
+            outbound: Some(OutboundLinks {
+                outbox: outbox.clone(),
+                contacts: Arc::new(NoProfiles),
+                lookup: None,
+                reply_token_ttl: Duration::from_secs(50),
+                profile_wait: Duration::from_secs(1),
+            }),
+        };
+        let start = || {
+            Registry::new(store.clone(), ConversationSettings::default(), runtime())
+                .with_links(links.clone())
+                .start()
+        };
+        let k = key("Ua");
+        let act = |action| AskConversation {
+            key: k.clone(),
+            question: Question::Agent(ApplyAgentAction {
+                agent: AgentId::parse("alice").unwrap(),
+                action,
+            }),
+        };
+        let send = |client_msg_id: &str| AgentAction::Send {
+            content: Content::Text {
+                text: "on it".into(),
+            },
+            client_msg_id: client_msg_id.into(),
+            quick_replies: Vec::new(),
+        };
+        let before = start();
+        before.do_send(EventsStored {
+            key: k.clone(),
+            seq: 1,
+            events: vec![text(1, "help")],
+        });
+        let current = get(&before, &k).await.state.current.unwrap();
+        assert_eq!(current.status, Status::Queued);
+        before
+            .send(act(AgentAction::Assign))
+            .await
+            .unwrap()
+            .unwrap();
+        // The crash: the outbox holds `c9`, the saved conversation does not.
+        outbox.0.lock().unwrap().push(Outgoing {
+            id: format!("{}/agent/c9", current.id),
+            key: k.clone(),
+            conversation: current.id.clone(),
+            origin: crate::domain::Origin::Agent {
+                agent: AgentId::parse("alice").unwrap(),
+                client_msg_id: "c9".into(),
+            },
+            contents: vec![Content::Text {
+                text: "on it".into(),
+            }],
+            quick_replies: Vec::new(),
+            reply_token: None,
+            show_sender: false,
+            created_at_ms: 1,
+        });
+
+        let after = start();
+        // `Recorded` fails the test if a message it holds is said to be new.
+        for client_msg_id in ["c9", "c10"] {
+            after.send(act(send(client_msg_id))).await.unwrap().unwrap();
+        }
+        let ids: Vec<String> = outbox
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| o.id.clone())
+            .collect();
+        let agents = ids.iter().filter(|id| id.contains("/agent/")).count();
+        assert_eq!(agents, 2, "{ids:?}");
+        let transcript = get(&after, &k).await.state.current.unwrap().transcript;
+        let written = transcript
+            .iter()
+            .filter(|e| e.client_msg_id.is_some())
+            .count();
+        assert_eq!(written, 2);
     }
 }

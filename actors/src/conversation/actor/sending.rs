@@ -245,7 +245,8 @@ impl Conversation {
             show_sender: false,
             created_at_ms: now,
         };
-        outbound.outbox.enqueue(&outgoing)?;
+        let known_new = !self.unrecorded.contains(&outgoing.id);
+        outbound.outbox.enqueue(&outgoing, known_new)?;
         Ok(recorded)
     }
 
@@ -308,7 +309,8 @@ impl Conversation {
             show_sender: workstream.is_some_and(|w| w.show_sender),
             created_at_ms: now,
         };
-        outbound.outbox.enqueue(&outgoing)?;
+        let known_new = !self.unrecorded.contains(&outgoing.id);
+        outbound.outbox.enqueue(&outgoing, known_new)?;
         Ok(())
     }
 }
