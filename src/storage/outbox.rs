@@ -4,21 +4,25 @@
 //!
 //! Tree `outbox`:
 //! - `q` seq(be u64)        → [`OutboxRecord`] (JSON, versioned) of a message not final yet, in
-//!   the order stored: the message, its LINE requests, its progress. Keys grow with every
-//!   message, so these writes stay in the few pages at the end of the tree rather than one
-//!   page per chat, which sled's cache cannot hold for thousands of chats.
-//! - `m` outgoing-id        → the record once final: kept after delivery, for the transcript's
-//!   delivery status, without what it said; kept whole after a failure (see
-//!   [`SledOutbox::update`]).
-//! - `q` seq → outgoing-id, and `m` holding records not final yet: as releases before this one
-//!   wrote them. Opening the outbox moves such a record under its `q` key.
+//!   the order stored: the message, its LINE requests, its progress.
+//! - `f` conversation `/` seq(be u64) outgoing-id → the record once final: kept after
+//!   delivery, for the transcript's delivery status, without what it said; kept whole after a
+//!   failure (see [`SledOutbox::update`]). The conversation is the part of the message's id
+//!   before its first `/` (ids are `{conversation}/...`).
+//!
+//! Both key in the order messages are stored, so writes go to the last pages of the tree, or
+//! of a conversation's part of it: a few pages sled's cache holds, where keys by id would
+//! spread them over more pages than it holds once thousands of chats are busy.
+//! - `m` outgoing-id        → a record as releases before this one wrote them, final or not;
+//!   `q` seq → outgoing-id, their index of records not final. Read, never written: opening the
+//!   outbox moves a record not final under its `q` key.
 //! - `n`                    → the last `q` sequence number (written by earlier releases)
 //!
 //! Which messages are not final yet is also kept in memory (id → `q` number), read from the
-//! `q` keys at start-up: a message is looked up there before `m`, and a message stored again
-//! (a retried `send` after a crash) is found there without a read.
+//! `q` keys at start-up: a message is looked up there first, and a message stored again (a
+//! retried `send` after a crash) is found there without a read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -33,6 +37,7 @@ use super::StorageError;
 
 const TREE: &str = "outbox";
 const RECORD: u8 = b'm';
+const FINAL: u8 = b'f';
 const PENDING: u8 = b'q';
 const LAST_SEQ: &[u8] = b"n";
 
@@ -177,8 +182,13 @@ impl SledOutbox {
     pub fn get(&self, id: &str) -> Result<Option<OutboxRecord>, StorageError> {
         let seq = self.pending_seq(id);
         if let Some(seq) = seq {
-            // Gone if it just became final: then it is under `m`, written first.
+            // Gone if it just became final: then it is under `f`, written first.
             if let Some(bytes) = self.tree.get(pending_key(seq))? {
+                return decode(id, &bytes).map(Some);
+            }
+        }
+        if let Some(key) = self.final_key_of(id)? {
+            if let Some(bytes) = self.tree.get(key)? {
                 return decode(id, &bytes).map(Some);
             }
         }
@@ -186,6 +196,52 @@ impl SledOutbox {
             Some(bytes) => decode(id, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Every record of a conversation's messages, by id: what its transcript's delivery
+    /// statuses come from, in one pass over its part of the tree.
+    pub fn records_of(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<HashMap<String, OutboxRecord>, StorageError> {
+        let conversation = conversation.to_string();
+        let mut records = HashMap::new();
+        for prefix in [legacy_prefix(&conversation), final_prefix(&conversation)] {
+            for entry in self.tree.scan_prefix(prefix) {
+                let (_, value) = entry?;
+                let record = decode(&conversation, &value)?;
+                records.insert(record.outgoing.id.clone(), record);
+            }
+        }
+        for (id, _) in self.pending_of(&conversation) {
+            if let Some(record) = self.get(&id)? {
+                records.insert(id, record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The `f` key of the final record of `id`, if it has one.
+    fn final_key_of(&self, id: &str) -> Result<Option<sled::IVec>, StorageError> {
+        let prefix = final_prefix(conversation_of(id));
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            let key = key?;
+            if key.get(prefix.len() + 8..) == Some(id.as_bytes()) {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The messages of `conversation` not final yet: (id, send-order number).
+    fn pending_of(&self, conversation: &str) -> Vec<(String, u64)> {
+        let prefix = format!("{conversation}/");
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .range(prefix.clone()..)
+            .take_while(|(id, _)| id.starts_with(&prefix))
+            .map(|(id, seq)| (id.clone(), *seq))
+            .collect()
     }
 
     /// Messages not delivered yet, in send order.
@@ -202,7 +258,7 @@ impl SledOutbox {
         pending.get(id).copied()
     }
 
-    /// Writes a record's progress under its `q` key; a final record goes under `m` and leaves
+    /// Writes a record's progress under its `q` key; a final record goes under `f` and leaves
     /// `q`.
     ///
     /// Two single-key writes, not a sled batch: sled 0.34 seals and writes (pwrite +
@@ -233,7 +289,8 @@ impl SledOutbox {
             self.tree.insert(pending_key(record.seq), value)?;
             return Ok(());
         }
-        self.tree.insert(record_key(&record.outgoing.id), value)?;
+        self.tree
+            .insert(final_key(&record.outgoing.id, record.seq), value)?;
         self.tree.remove(pending_key(record.seq))?;
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.remove(&record.outgoing.id);
@@ -248,9 +305,10 @@ impl SledOutbox {
         known_new: bool,
     ) -> Result<Option<OutboxRecord>, StorageError> {
         // Not final yet, or final: in this order, as `update` moves a record the other way.
-        let key = record_key(&outgoing.id);
-        if self.pending_seq(&outgoing.id).is_some()
-            || (!known_new && self.tree.contains_key(&key)?)
+        let id = &outgoing.id;
+        if self.pending_seq(id).is_some()
+            || (!known_new
+                && (self.final_key_of(id)?.is_some() || self.tree.contains_key(record_key(id))?))
         {
             return Ok(None);
         }
@@ -292,7 +350,7 @@ impl SledOutbox {
         };
         record.reply_tried = token_spent_on_disk(&record);
         if record.status.is_final() {
-            self.tree.insert(key, encode(&record))?;
+            self.tree.insert(final_key(id, seq), encode(&record))?;
             return Ok(None);
         }
         self.tree.insert(pending_key(seq), encode(&record))?;
@@ -328,18 +386,24 @@ impl Outbox for SledOutbox {
     }
 
     fn stored_for(&self, conversation: &ConversationId) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{conversation}/");
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids: Vec<String> = pending
-            .range(prefix.clone()..)
-            .take_while(|(id, _)| id.starts_with(&prefix))
-            .map(|(id, _)| id.clone())
+        let conversation = conversation.to_string();
+        let mut ids: Vec<String> = self
+            .pending_of(&conversation)
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
-        drop(pending);
-        for key in self.tree.scan_prefix(record_key(&prefix)).keys() {
-            let key = key.map_err(|e| StoreError(e.to_string()))?;
+        let error = |e: sled::Error| StoreError(e.to_string());
+        let finals = final_prefix(&conversation);
+        for key in self.tree.scan_prefix(&finals).keys() {
+            let key = key.map_err(error)?;
+            ids.push(String::from_utf8_lossy(&key[finals.len() + 8..]).into_owned());
+        }
+        for key in self.tree.scan_prefix(legacy_prefix(&conversation)).keys() {
+            let key = key.map_err(error)?;
             ids.push(String::from_utf8_lossy(&key[1..]).into_owned());
         }
+        ids.sort_unstable();
+        ids.dedup();
         Ok(ids)
     }
 }
@@ -374,8 +438,8 @@ fn retry_key(outgoing: &Outgoing, index: usize) -> String {
 
 /// The messages not final yet, from the `q` keys. A `q` key an earlier release wrote names its
 /// message, whose record is under `m`: moved under the `q` key if it is not final, else (or
-/// if the record is gone) removed. A `q` key whose message has a final record under `m` too
-/// is what a crash left between the two writes of [`SledOutbox::update`]: removed.
+/// if the record is gone) removed. A `q` key whose message has a final record too is what a
+/// crash left between the two writes of [`SledOutbox::update`]: removed.
 fn read_pending(tree: &sled::Tree) -> Result<BTreeMap<String, u64>, StorageError> {
     let mut pending = BTreeMap::new();
     for entry in tree.scan_prefix([PENDING]) {
@@ -392,6 +456,9 @@ fn read_pending(tree: &sled::Tree) -> Result<BTreeMap<String, u64>, StorageError
             None => None,
         };
         match (record, stored) {
+            (Some(_), _) if tree.contains_key(final_key(&id, seq))? => {
+                tree.remove(&key)?;
+            }
             (Some(_), Some(stored)) if stored.status.is_final() => {
                 tree.remove(&key)?;
             }
@@ -408,6 +475,31 @@ fn read_pending(tree: &sled::Tree) -> Result<BTreeMap<String, u64>, StorageError
         }
     }
     Ok(pending)
+}
+
+/// The conversation of a message: its id up to the first `/`.
+fn conversation_of(id: &str) -> &str {
+    id.split('/').next().unwrap_or(id)
+}
+
+fn final_prefix(conversation: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + conversation.len());
+    key.push(FINAL);
+    key.extend_from_slice(conversation.as_bytes());
+    key.push(b'/');
+    key
+}
+
+fn final_key(id: &str, seq: u64) -> Vec<u8> {
+    let mut key = final_prefix(conversation_of(id));
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Where an earlier release's records of a conversation's messages are.
+fn legacy_prefix(conversation: &str) -> Vec<u8> {
+    record_key(&format!("{conversation}/"))
 }
 
 fn record_key(id: &str) -> Vec<u8> {
@@ -627,6 +719,8 @@ mod tests {
 
         outbox.update(&delivered(progress)).unwrap();
         assert!(tree.get(pending_key(1)).unwrap().is_none());
+        assert!(tree.get(final_key("a", 1)).unwrap().is_some());
+        assert!(tree.get(record_key("a")).unwrap().is_none());
         assert!(outbox.get("a").unwrap().unwrap().status.is_sent());
         assert!(
             !outbox.enqueue(&outgoing("a", "hi"), false).unwrap(),
@@ -639,7 +733,7 @@ mod tests {
 
         // `b` delivered, and a crash before its waiting record went.
         let b = outbox.get("b").unwrap().unwrap();
-        tree.insert(record_key("b"), encode(&delivered(b).delivered()))
+        tree.insert(final_key("b", 2), encode(&delivered(b).delivered()))
             .unwrap();
         drop(outbox);
         let again = SledOutbox::open(&db, Arc::new(|_: &Outgoing| Ok(vec![]))).unwrap();
@@ -667,13 +761,24 @@ mod tests {
         }
         let sent = outbox.get(&message(&first, 1).id).unwrap().unwrap();
         outbox.update(&delivered(sent)).unwrap();
-        let mut ids = outbox.stored_for(&first).unwrap();
-        ids.sort();
-        assert_eq!(ids, [message(&first, 1).id, message(&first, 2).id]);
+        // And one an earlier release stored by its id.
+        let mut old = outbox.get(&message(&twelfth, 3).id).unwrap().unwrap();
+        old.outgoing = message(&first, 0);
+        let old = delivered(old).delivered();
+        let tree = db.open_tree(TREE).unwrap();
+        tree.insert(record_key(&old.outgoing.id), encode(&old))
+            .unwrap();
+        let ids = outbox.stored_for(&first).unwrap();
+        let expected = [0, 1, 2].map(|n| message(&first, n).id);
+        assert_eq!(ids, expected);
         assert_eq!(
             outbox.stored_for(&twelfth).unwrap(),
             [message(&twelfth, 3).id]
         );
+        let records = outbox.records_of(&first).unwrap();
+        let sent = |n| records[&message(&first, n).id].status.is_sent();
+        assert_eq!(records.len(), 3);
+        assert!(sent(0) && sent(1) && !sent(2));
 
         assert!(
             !outbox.enqueue(&message(&first, 2), true).unwrap(),
@@ -778,7 +883,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(
             &db.open_tree(TREE)
                 .unwrap()
-                .get(record_key("sent"))
+                .get(final_key("sent", sent.seq))
                 .unwrap()
                 .unwrap()
         )
