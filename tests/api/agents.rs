@@ -560,16 +560,22 @@ async fn signed_post(address: &str, user: &str, text: &str) {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[actix_web::test]
-async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_theirs_back() {
-    use crate::helpers::ServerProcess;
-    let data = tempfile::tempdir().unwrap();
-    let overlay = data.path().join("linedesk.toml");
+/// A config overlay in `folder`: alice alone, capacity 1, no routing rules.
+fn alice_alone(folder: &std::path::Path) -> std::path::PathBuf {
+    let overlay = folder.join("linedesk.toml");
     std::fs::write(
         &overlay,
         "rules = []\n[[agents]]\nid = \"alice\"\nname = \"Alice\"\ntoken = \"dev-alice-token\"\ncapacity = 1\nqueues = [\"general\"]\n",
     )
     .unwrap();
+    overlay
+}
+
+#[actix_web::test]
+async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_theirs_back() {
+    use crate::helpers::ServerProcess;
+    let data = tempfile::tempdir().unwrap();
+    let overlay = alice_alone(data.path());
     let args = ["--config", overlay.to_str().unwrap()];
     let server = ServerProcess::start_with(data.path(), &args, &[]);
     let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
@@ -605,13 +611,8 @@ async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_
 
 /// What agents and the customer wrote, in transcript order, as "author: preview".
 async fn written(address: &str, id: &str) -> Vec<String> {
-    let client = awc::Client::builder().timeout(PATIENCE).finish();
-    let answer =
-        crate::helpers::admin_get(&client, address, &format!("/api/conversations/{id}")).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    answer.body["transcript"]
-        .as_array()
-        .unwrap()
+    crate::helpers::transcript_of(address, id)
+        .await
         .iter()
         .filter(|e| e["author"]["type"] != "system")
         .map(|e| {
@@ -630,12 +631,7 @@ async fn written(address: &str, id: &str) -> Vec<String> {
 async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_stored_once() {
     use crate::helpers::ServerProcess;
     let data = tempfile::tempdir().unwrap();
-    let overlay = data.path().join("linedesk.toml");
-    std::fs::write(
-        &overlay,
-        "rules = []\n[[agents]]\nid = \"alice\"\nname = \"Alice\"\ntoken = \"dev-alice-token\"\ncapacity = 1\nqueues = [\"general\"]\n",
-    )
-    .unwrap();
+    let overlay = alice_alone(data.path());
     let args = ["--config", overlay.to_str().unwrap()];
     let server = ServerProcess::start_with(data.path(), &args, &[]);
     let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;

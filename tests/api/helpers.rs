@@ -200,6 +200,14 @@ pub async fn post_signed_to(address: &str, events: Vec<serde_json::Value>) -> St
 /// The development admin token of the default settings.
 pub const ADMIN_TOKEN: &str = "linedesk-dev-admin-token";
 
+/// The transcript entries of conversation `id`, as the operators' API shows them.
+pub async fn transcript_of(address: &str, id: &str) -> Vec<serde_json::Value> {
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let answer = admin_get(&client, address, &format!("/api/conversations/{id}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["transcript"].as_array().unwrap().clone()
+}
+
 pub async fn admin_get(client: &awc::Client, address: &str, path: &str) -> Answer {
     let mut response = client
         .get(format!("{address}{path}"))

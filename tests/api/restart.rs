@@ -227,13 +227,8 @@ async fn json_logs_name_the_accounts_and_never_show_secrets_or_customer_text() {
 
 /// What the customer wrote, in transcript order (automated messages left out).
 async fn transcript(address: &str, id: &str) -> Vec<String> {
-    let client = awc::Client::builder().timeout(PATIENCE).finish();
-    let answer =
-        crate::helpers::admin_get(&client, address, &format!("/api/conversations/{id}")).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    answer.body["transcript"]
-        .as_array()
-        .unwrap()
+    crate::helpers::transcript_of(address, id)
+        .await
         .iter()
         .filter(|e| e["author"]["type"] == "customer")
         .map(|e| e["preview"].as_str().unwrap().to_owned())

@@ -649,6 +649,23 @@ mod automated_order {
         }
     }
 
+    /// Routing by `table()` through `router`, messages to `outbox`.
+    fn links(outbox: &Arc<Recorded>, router: Addr<SlowRouter>) -> ConversationLinks {
+        ConversationLinks {
+            routing: Arc::new(table()),
+            router: Some(router.clone().recipient()),
+            positions: Some(router.recipient()),
+            agents: Arc::new(Default::default()),
+            outbound: Some(OutboundLinks {
+                outbox: outbox.clone(),
+                contacts: Arc::new(NoProfiles),
+                lookup: None,
+                reply_token_ttl: Duration::from_secs(50),
+                profile_wait: Duration::from_secs(1),
+            }),
+        }
+    }
+
     fn table() -> RoutingTable {
         let mut table = RoutingTable {
             workstreams: vec![Workstream {
@@ -688,20 +705,7 @@ mod automated_order {
         let store = Arc::new(MemoryStore::default());
         let outbox = Arc::new(Recorded::default());
         let go = Arc::new(AtomicBool::new(false));
-        let router = SlowRouter(go.clone()).start();
-        let links = ConversationLinks {
-            routing: Arc::new(table()),
-            router: Some(router.clone().recipient()),
-            positions: Some(router.recipient()),
-            agents: Arc::new(Default::default()),
-            outbound: Some(OutboundLinks {
-                outbox: outbox.clone(),
-                contacts: Arc::new(NoProfiles),
-                lookup: None,
-                reply_token_ttl: Duration::from_secs(50),
-                profile_wait: Duration::from_secs(1),
-            }),
-        };
+        let links = links(&outbox, SlowRouter(go.clone()).start());
         let registry = Registry::new(store.clone(), ConversationSettings::default(), runtime())
             .with_links(links)
             .start();
@@ -757,20 +761,7 @@ mod automated_order {
     async fn a_message_the_outbox_holds_and_the_transcript_lacks_is_looked_up_when_sent_again() {
         let store = Arc::new(MemoryStore::default());
         let outbox = Arc::new(Recorded::default());
-        let router = SlowRouter(Arc::new(AtomicBool::new(true))).start();
-        let links = ConversationLinks {
-            routing: Arc::new(table()),
-            router: Some(router.clone().recipient()),
-            positions: Some(router.recipient()),
-            agents: Arc::new(Default::default()),
-            outbound: Some(OutboundLinks {
-                outbox: outbox.clone(),
-                contacts: Arc::new(NoProfiles),
-                lookup: None,
-                reply_token_ttl: Duration::from_secs(50),
-                profile_wait: Duration::from_secs(1),
-            }),
-        };
+        let links = links(&outbox, SlowRouter(Arc::new(AtomicBool::new(true))).start());
         let start = || {
             Registry::new(store.clone(), ConversationSettings::default(), runtime())
                 .with_links(links.clone())
