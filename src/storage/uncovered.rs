@@ -27,6 +27,12 @@ pub(super) const CHECKPOINT: &[u8] = b"mchk";
 /// Uncovered for this many events behind the newest, a conversation gets its own `p` key.
 pub(super) const PROMOTE_AFTER: u64 = 4_096;
 
+/// At most this many `p` keys per batch of webhooks: conversations that answer their customers without a
+/// snapshot (appended transcript runs) fall behind together, and a thousand keys at once held
+/// up the writer, and with it every webhook, for milliseconds. The rest go with the next
+/// batches; the checkpoint waits for them meanwhile.
+const PROMOTE_PER_BATCH: usize = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct Mark {
     /// No event of the conversation below this one is uncovered.
@@ -143,7 +149,7 @@ impl Uncovered {
             .push((record_key(first), encode_record(last, latest)));
         self.records.push_back((first, last));
 
-        self.promote(last, &mut out);
+        self.promote(last, PROMOTE_PER_BATCH, &mut out);
         self.advance(last, &mut out);
         out
     }
@@ -152,12 +158,12 @@ impl Uncovered {
     /// or shutting down), so that a restart resumes only what is really uncovered.
     pub fn settle(&mut self, last: u64) -> BatchMarks {
         let mut out = BatchMarks::default();
-        self.promote(last, &mut out);
+        self.promote(last, usize::MAX, &mut out);
         self.advance(last, &mut out);
         out
     }
 
-    fn promote(&mut self, last: u64, out: &mut BatchMarks) {
+    fn promote(&mut self, last: u64, limit: usize, out: &mut BatchMarks) {
         let Some(&(oldest, _)) = self.by_first.first() else {
             return;
         };
@@ -165,7 +171,10 @@ impl Uncovered {
             return;
         }
         let below = last - self.promote_after / 2;
-        while let Some((first, conversation)) = self.by_first.pop_first() {
+        for _ in 0..limit {
+            let Some((first, conversation)) = self.by_first.pop_first() else {
+                break;
+            };
             if first >= below {
                 self.by_first.insert((first, conversation));
                 break;
@@ -369,4 +378,39 @@ fn decode_promoted(key: &[u8], value: &[u8]) -> Result<(u64, u64, u64), StorageE
 fn parse_conversation(key: &[u8], name: &[u8]) -> Result<ConversationKey, StorageError> {
     let name = std::str::from_utf8(name).map_err(|e| corrupt(key, e))?;
     ConversationKey::parse(name).map_err(|e| corrupt(key, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linedesk_actors::domain::{AccountId, LineSource};
+
+    /// Conversations that fall behind together get their `p` keys over several batches.
+    #[test]
+    fn a_batch_promotes_a_bounded_number_of_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("j").unwrap();
+        let mut uncovered = Uncovered::load(&tree, 100).unwrap();
+        let account = AccountId::parse("demo").unwrap();
+        let behind: Vec<_> = (0..200u64)
+            .map(|n| {
+                let user = LineSource::user(format!("U{n:032x}")).unwrap();
+                (ConversationKey::new(account.clone(), user), n + 1, n + 1)
+            })
+            .collect();
+        let promoted = |out: &BatchMarks| {
+            let p = |(key, _): &&(Vec<u8>, Vec<u8>)| key[0] == PROMOTED;
+            out.inserts.iter().filter(p).count()
+        };
+        // 149 of them 50 events behind the newest: due.
+        let mut counts = vec![promoted(&uncovered.batch(1, 200, &behind))];
+        for batch in 0..5u64 {
+            let seq = 1_000 + batch;
+            let other = LineSource::user(format!("V{batch:032x}")).unwrap();
+            let newest = [(ConversationKey::new(account.clone(), other), seq, seq)];
+            counts.push(promoted(&uncovered.batch(seq, seq, &newest)));
+        }
+        assert_eq!(counts, [64, 64, 64, 8, 0, 0]);
+        assert_eq!(uncovered.pending().len(), 205, "all still to resume");
+    }
 }
