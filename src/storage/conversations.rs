@@ -22,8 +22,9 @@
 //!   writes one key, not fifty, into its chat's part of the tree. A later run overrides the
 //!   entries of an earlier one from its index on. Dropped when the conversation closes: its
 //!   archive holds them. A run whose JSON ends with a newline was *appended*: an agent's
-//!   message or note, stored alone (one key, not three) and counted past the snapshot's
-//!   entries (see [`SledConversationStore::append`]).
+//!   message or note, with the customer's messages the snapshot does not count yet, stored
+//!   without the snapshot (one key, not three) and counted past the snapshot's entries (see
+//!   [`SledConversationStore::append`]).
 //!
 //! A save that changes routing, status or an existing entry writes the snapshot and its index
 //! entries in one batch; a save that only adds entries writes them key by key, in an order a
@@ -755,7 +756,6 @@ fn transcript_key(id: &ConversationId, index: usize) -> Vec<u8> {
     k
 }
 
-/// The entry index a transcript key ends with.
 /// Whether a transcript run was written by [`SledConversationStore::append`]: its JSON ends
 /// with a newline, which releases before it read as the JSON they wrote.
 fn is_appended(run: &[u8]) -> bool {
@@ -781,6 +781,7 @@ fn count_appended(state: &mut ConversationState) {
     state.forget_spent_reply_token();
 }
 
+/// The entry index a transcript key ends with.
 fn transcript_index(key: &[u8]) -> usize {
     let tail: [u8; 4] = key[key.len().saturating_sub(4)..]
         .try_into()
@@ -1306,6 +1307,22 @@ mod tests {
         (dir, store)
     }
 
+    /// Alice answers the customer at `at` with the reply token they left, and it is appended.
+    fn replies(
+        store: &SledConversationStore,
+        state: &mut ConversationState,
+        client_msg_id: &str,
+        text: &str,
+        at: i64,
+    ) {
+        let alice = linedesk_actors::domain::AgentId::parse("alice").unwrap();
+        let reply = Content::Text { text: text.into() };
+        let id = Some(client_msg_id.into());
+        assert!(state.agent_wrote(&alice, reply, id, false, at).unwrap());
+        assert!(state.take_reply_token(at, 60_000).is_some());
+        store.append(state).unwrap();
+    }
+
     /// An agent's messages and notes are one key each, the snapshot left as it was; a load
     /// counts them past the snapshot with what they changed, and a later save that a crash cut
     /// after its run still loads as before it.
@@ -1325,14 +1342,7 @@ mod tests {
         let snapshot = store.tree.get(snapshot_key(&key())).unwrap();
         let (keys, list) = (transcript_keys(&store), list_all(&store));
 
-        let reply = Content::Text {
-            text: "on it".into(),
-        };
-        assert!(state
-            .agent_wrote(&alice, reply, Some("c1".into()), false, T0 + 20)
-            .unwrap());
-        assert!(state.take_reply_token(T0 + 20, 60_000).is_some());
-        store.append(&mut state).unwrap();
+        replies(&store, &mut state, "c1", "on it", T0 + 20);
         let note = Content::Text { text: "VIP".into() };
         assert!(state
             .agent_wrote(&alice, note, None, true, T0 + 30)
@@ -1370,14 +1380,7 @@ mod tests {
         };
         let mut asked = next.clone();
         asked.apply(&more, &settings());
-        let sure = Content::Text {
-            text: "sure".into(),
-        };
-        assert!(asked
-            .agent_wrote(&alice, sure, Some("c2".into()), false, T0 + 40)
-            .unwrap());
-        assert!(asked.take_reply_token(T0 + 40, 60_000).is_some());
-        store.append(&mut asked).unwrap();
+        replies(&store, &mut asked, "c2", "sure", T0 + 40);
         assert_eq!(store.tree.get(snapshot_key(&key())).unwrap(), snapshot);
         let mut replayed = store.load(&key()).unwrap().unwrap();
         assert_eq!(replayed.applied_seq, 4);

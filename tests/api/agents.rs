@@ -560,24 +560,22 @@ async fn signed_post(address: &str, user: &str, text: &str) {
     assert_eq!(status, StatusCode::OK);
 }
 
-/// A config overlay in `folder`: alice alone, capacity 1, no routing rules.
-fn alice_alone(folder: &std::path::Path) -> std::path::PathBuf {
+/// The server on data folder `folder`, configured for alice alone: capacity 1, no rules.
+fn start_alice_alone(folder: &std::path::Path) -> crate::helpers::ServerProcess {
     let overlay = folder.join("linedesk.toml");
     std::fs::write(
         &overlay,
         "rules = []\n[[agents]]\nid = \"alice\"\nname = \"Alice\"\ntoken = \"dev-alice-token\"\ncapacity = 1\nqueues = [\"general\"]\n",
     )
     .unwrap();
-    overlay
+    let args = ["--config", overlay.to_str().unwrap()];
+    crate::helpers::ServerProcess::start_with(folder, &args, &[])
 }
 
 #[actix_web::test]
 async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_theirs_back() {
-    use crate::helpers::ServerProcess;
     let data = tempfile::tempdir().unwrap();
-    let overlay = alice_alone(data.path());
-    let args = ["--config", overlay.to_str().unwrap()];
-    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let server = start_alice_alone(data.path());
     let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
     alice.expect("hello").await;
     let (a, b) = (user(30), user(31));
@@ -587,7 +585,7 @@ async fn after_a_restart_waiting_conversations_are_offered_again_and_agents_get_
     drop(alice);
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
 
-    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let server = start_alice_alone(data.path());
     let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
     let hello = alice.expect("hello").await;
     assert_eq!(hello["conversations"], json!([{"conversation_id": first}]));
@@ -629,11 +627,8 @@ async fn written(address: &str, id: &str) -> Vec<String> {
 /// notes, and a `send` retried after the restart is stored once.
 #[actix_web::test]
 async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_stored_once() {
-    use crate::helpers::ServerProcess;
     let data = tempfile::tempdir().unwrap();
-    let overlay = alice_alone(data.path());
-    let args = ["--config", overlay.to_str().unwrap()];
-    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let server = start_alice_alone(data.path());
     let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
     alice.expect("hello").await;
     let u = user(40);
@@ -667,7 +662,7 @@ async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_store
     drop(alice);
     assert_eq!(server.signal_and_wait("KILL").code(), None);
 
-    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let server = start_alice_alone(data.path());
     assert_eq!(written(&server.address, &id).await, expected);
     let mut alice = AgentClient::connect_to(&server.address, "dev-alice-token").await;
     alice.expect("hello").await;
@@ -683,7 +678,7 @@ async fn agents_acknowledged_messages_survive_kill_9_and_a_retried_send_is_store
     drop(alice);
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
 
-    let server = ServerProcess::start_with(data.path(), &args, &[]);
+    let server = start_alice_alone(data.path());
     assert_eq!(written(&server.address, &id).await, all);
     assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
 }
