@@ -32,6 +32,8 @@ use tokio::sync::oneshot;
 
 use super::event_log::{EventLog, Place, Record, UncoveredIndex, SEGMENT_BYTES};
 use super::redelivery::{CheckBatch, RedeliveryChecks, EXPIRE_PER_PASS};
+#[cfg(test)]
+use super::redelivery::CHECKS_THROUGH;
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
 use crate::settings::Durability;
@@ -207,9 +209,14 @@ impl Journal {
         let checks = Arc::new(RedeliveryChecks::open(
             &tree,
             linedesk_actors::conversation::now_ms(),
+            last_seq,
         )?);
         checks.set_window_days(retention.redelivery_window_days);
-        let tail = log.records_from(uncovered.covered_below().min(last_seq + 1))?;
+        let from = uncovered
+            .covered_below()
+            .min(last_seq + 1)
+            .min(checks.through() + 1);
+        let tail = log.records_from(from)?;
         let last_seq = recover_from_log(&tree, &checks, &tail, last_seq, &mut uncovered)?;
         let index = index_uncovered(&tree, tail, &uncovered)?;
         let log_dir = log.dir().to_owned();
@@ -422,6 +429,7 @@ impl Journal {
             log: &self.inner.log,
             uncovered: &self.inner.uncovered,
             index: &self.inner.index,
+            checks: &self.inner.checks,
             retention_ms: self.inner.event_retention_ms,
         }
     }
@@ -567,7 +575,10 @@ impl Writer {
                     self.prune();
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.write_held_checks(true);
+                    return;
+                }
             };
             let mut group = vec![first];
             while group.len() < MAX_APPENDS_PER_BATCH {
@@ -582,6 +593,7 @@ impl Writer {
                         let _ = append.done.send(Ok(outcome));
                     }
                     self.report(stored);
+                    self.write_held_checks(false);
                 }
                 Err(e) => {
                     tracing::error!(error.message = %e, "journal batch failed; nothing of it was stored");
@@ -624,6 +636,15 @@ impl Writer {
         self.prune();
     }
 
+    /// Writes the redelivery checks held in memory that are due (or all of them); what fails
+    /// stays held, and in the event log.
+    fn write_held_checks(&self, all: bool) {
+        let last = self.last_seq.load(Ordering::SeqCst);
+        if let Err(e) = self.checks.write_held(&self.tree, last, all) {
+            tracing::warn!(error.message = %e, "could not store redelivery checks; they stay in memory and in the event log");
+        }
+    }
+
     fn prune(&self) {
         let now = linedesk_actors::conversation::now_ms();
         let parts = Parts {
@@ -631,6 +652,7 @@ impl Writer {
             log: &self.log,
             uncovered: &self.uncovered,
             index: &self.index,
+            checks: &self.checks,
             retention_ms: self.event_retention_ms,
         };
         match prune(&parts, now) {
@@ -750,6 +772,7 @@ impl Writer {
             }
             drop(log);
             drop(uncovered);
+            self.checks.hold(checks, first_seq + 1);
             // Before the registry hears of them: a conversation that reads the journal finds them.
             let mut index = lock(&self.index);
             for (record, place) in records.iter().zip(places) {
@@ -766,8 +789,11 @@ impl Writer {
         Ok((outcomes, stored))
     }
 
-    /// Persists how far snapshots cover the journal, when no new event carries it.
+    /// Persists how far snapshots cover the journal, when no new event carries it, and the
+    /// redelivery checks held in memory.
     fn settle(&self) -> Result<(), StorageError> {
+        self.checks
+            .write_held(&self.tree, self.last_seq.load(Ordering::SeqCst), true)?;
         let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
         let marks = uncovered.settle(self.last_seq.load(Ordering::SeqCst));
         if !marks.is_empty() {
@@ -854,8 +880,9 @@ struct CheckFields {
 }
 
 /// Gives sled what it lost of the log's last batches in a crash (those of `tail` past its last
-/// sequence number): their redelivery checks, their uncovered marks and the sequence number.
-/// Returns the last sequence number.
+/// sequence number): their uncovered marks and the sequence number; and the redelivery checks
+/// of the events past [`RedeliveryChecks::through`] (held in memory when it stopped). Returns
+/// the last sequence number.
 fn recover_from_log(
     tree: &sled::Tree,
     redelivery: &RedeliveryChecks,
@@ -863,37 +890,53 @@ fn recover_from_log(
     sled_last: u64,
     uncovered: &mut Uncovered,
 ) -> Result<u64, StorageError> {
+    let checks_through = redelivery.through();
     let mut last = sled_last;
     for record in tail {
         let mut checks = redelivery.batch();
         let mut spans: Vec<(ConversationKey, u64, u64)> = Vec::new();
         let mut first = None;
-        for (event, _) in record.events.iter().filter(|(e, _)| e.seq > sled_last) {
-            first.get_or_insert(event.seq);
-            last = last.max(event.seq);
-            match serde_json::from_str::<CheckFields>(event.event.get()) {
-                Ok(f) => {
-                    // Already there if sled kept this part of the batch.
-                    checks.file(
-                        tree,
-                        &event.conversation.account,
-                        &f.webhook_event_id,
-                        f.timestamp,
-                    )?;
-                }
-                Err(e) => {
-                    tracing::warn!(seq = event.seq, error.message = %e, "an event without its id: no redelivery check")
+        let mut first_check = None;
+        let past = sled_last.min(checks_through);
+        for (event, _) in record.events.iter().filter(|(e, _)| e.seq > past) {
+            if event.seq > checks_through {
+                first_check.get_or_insert(event.seq);
+                match serde_json::from_str::<CheckFields>(event.event.get()) {
+                    Ok(f) => {
+                        // Already there if sled kept this part of the batch.
+                        checks.file(
+                            tree,
+                            &event.conversation.account,
+                            &f.webhook_event_id,
+                            f.timestamp,
+                        )?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(seq = event.seq, error.message = %e, "an event without its id: no redelivery check")
+                    }
                 }
             }
+            if event.seq <= sled_last {
+                continue;
+            }
+            first.get_or_insert(event.seq);
+            last = last.max(event.seq);
             match spans.iter_mut().find(|(k, _, _)| *k == event.conversation) {
                 Some(span) => span.2 = event.seq,
                 None => spans.push((event.conversation.clone(), event.seq, event.seq)),
             }
         }
-        let Some(first) = first else { continue };
-        let marks = uncovered.batch(first, last, &spans);
-        write_to_sled(tree, &checks, marks, last)?;
+        if let Some(first) = first {
+            let marks = uncovered.batch(first, last, &spans);
+            write_to_sled(tree, &checks, marks, last)?;
+        } else {
+            checks.write(tree, last)?;
+        }
+        if let Some(first_check) = first_check {
+            redelivery.hold(checks, first_check);
+        }
     }
+    redelivery.write_held(tree, last, true)?;
     if last > sled_last {
         tracing::warn!(
             from = sled_last + 1,
@@ -910,6 +953,7 @@ struct Parts<'a> {
     log: &'a Mutex<EventLog>,
     uncovered: &'a Mutex<Uncovered>,
     index: &'a Mutex<UncoveredIndex>,
+    checks: &'a RedeliveryChecks,
     retention_ms: i64,
 }
 
@@ -940,7 +984,11 @@ fn prune(parts: &Parts<'_>, now_ms: i64) -> Result<usize, StorageError> {
         let Some((_, last, newest_ms)) = lock(parts.log).oldest() else {
             break;
         };
-        if last == 0 || newest_ms.saturating_add(parts.retention_ms) > now_ms {
+        // Checks held in memory would be filed again from these events after a crash.
+        if last == 0
+            || newest_ms.saturating_add(parts.retention_ms) > now_ms
+            || last > parts.checks.through()
+        {
             break;
         }
         let (covered_below, checkpoint) = {
@@ -1269,6 +1317,16 @@ mod tests {
         journal.settle().await.unwrap();
 
         assert_eq!(journal.prune_events(t0 + 59_999).unwrap(), 0, "too young");
+        let checks_behind = RedeliveryChecks::open(&journal.inner.tree, t0, 0).unwrap();
+        let parts = Parts {
+            checks: &checks_behind,
+            ..journal.parts()
+        };
+        assert_eq!(
+            prune(&parts, t0 + 60_000).unwrap(),
+            0,
+            "its checks would be filed from it after a crash"
+        );
         assert_eq!(journal.prune_events(t0 + 60_000).unwrap(), 1);
         assert_eq!(seqs(&journal), [3], "the batch of covered events went");
         let left: Vec<u64> = journal
@@ -1355,6 +1413,8 @@ mod tests {
             0,
             "covered: gone from sled"
         );
+        // Its redelivery check written: the event log need not keep it for that.
+        journal.settle().await.unwrap();
         assert_eq!(journal.prune_events(i64::MAX / 2).unwrap(), 1);
         assert!(seqs(&journal).is_empty());
     }
@@ -1386,9 +1446,9 @@ mod tests {
             // key as E1's batch left it) and sequence number.
             let tree = &journal.inner.tree;
             let (key, with_e2) = tree.scan_prefix(b"v").next().unwrap().unwrap();
-            let without_e2 = &with_e2[..with_e2.len() - 3];
-            assert_eq!(&with_e2[without_e2.len()..], &[2, b'E', b'2']);
-            tree.insert(key, without_e2).unwrap();
+            assert_eq!(with_e2.len(), 2 + 2 * 8, "E1's and E2's");
+            tree.insert(key, &with_e2[..with_e2.len() - 8]).unwrap();
+            tree.insert(CHECKS_THROUGH, &1u64.to_be_bytes()).unwrap();
             tree.insert(LAST_SEQ, &1u64.to_be_bytes()).unwrap();
             journal.inner.db.flush().unwrap();
         }
@@ -1410,6 +1470,43 @@ mod tests {
                 vec![line("E2", "Ub", "b1"), line("E3", "Ub", "b2")],
                 T0,
             )
+            .await
+            .unwrap();
+        assert_eq!((again.duplicates, again.stored), (1, vec![3]));
+    }
+
+    #[actix_web::test]
+    async fn checks_held_in_memory_at_a_crash_are_filed_again_from_the_event_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |id: &str, user: &str| IncomingEvent {
+            raw: RawValue::from_string(format!(
+                r#"{{"webhookEventId":"{id}","timestamp":{T0},"text":"hi"}}"#
+            ))
+            .unwrap(),
+            ..event(id, user, "hi")
+        };
+        {
+            let journal = keeping_events_for(dir.path(), 0);
+            for (id, user) in [("E1", "Ua"), ("E2", "Ub")] {
+                journal.append(&demo(), vec![line(id, user)], T0).await.unwrap();
+            }
+            journal.settle().await.unwrap();
+            // As sled is when the checks were still held: no millisecond key, and its own
+            // checks go no further than before the first event.
+            let tree = &journal.inner.tree;
+            for key in tree.scan_prefix(b"v").keys() {
+                tree.remove(key.unwrap()).unwrap();
+            }
+            tree.insert(CHECKS_THROUGH, &0u64.to_be_bytes()).unwrap();
+            journal.inner.db.flush().unwrap();
+        }
+        let journal = keeping_events_for(dir.path(), 0);
+        assert_eq!(journal.last_seq(), 2);
+        assert!(journal.contains(&demo(), "E1", T0).unwrap());
+        assert!(journal.contains(&demo(), "E2", T0).unwrap());
+        assert_eq!(journal.inner.checks.through(), 2);
+        let again = journal
+            .append(&demo(), vec![line("E1", "Ua"), line("E3", "Ua")], T0)
             .await
             .unwrap();
         assert_eq!((again.duplicates, again.stored), (1, vec![3]));

@@ -2,17 +2,26 @@
 //! so that a redelivered event is acknowledged and not stored twice.
 //!
 //! Checks are filed by the event's `timestamp` (ms), which a redelivery keeps (it is the
-//! original event time), in one key per account and millisecond holding every id of that
-//! millisecond: a journal batch's events were mostly sent within a millisecond or two of each
-//! other, so a batch reads and writes a key or two instead of a lookup and an insert per event
-//! (that pair was ~15% of a webhook's CPU). Days older than `storage.redelivery_window_days`
-//! are removed in key order.
+//! original event time), in one key per account and millisecond holding a fingerprint of every
+//! id of that millisecond: a journal batch's events were mostly sent within a millisecond or two
+//! of each other, so a batch reads and writes a key or two instead of a lookup and an insert per
+//! event (that pair was ~15% of a webhook's CPU). Days older than
+//! `storage.redelivery_window_days` are removed in key order.
+//!
+//! A millisecond's key stays in memory for [`HOLD_FOR`] after the last batch that filed in it,
+//! so that the next batches add the rest of that millisecond's ids there: sled copies a whole
+//! node for every insert, and rewriting a key per batch as it grew was 11% of the CPU at
+//! ingest. Held checks are in the event log already (every event carries its id and
+//! timestamp); sled is told how far its checks go ([`CHECKS_THROUGH`]), and after a crash
+//! the checks of the events past it are filed again from the log.
 //!
 //! Keys, in the journal's tree:
-//! - `v` timestamp(be u64) account → the ids of that millisecond: a version byte, a flags byte
-//!   ([`OVERFLOWED`]), then each id as length(u8) id. At most [`BUCKET_IDS`] ids; the rest
-//!   of that millisecond (a replay of old events, a fixture's one timestamp) get keys of
-//!   their own:
+//! - `v` timestamp(be u64) account → the ids of that millisecond: a version byte (2), a flags
+//!   byte ([`OVERFLOWED`]), then each id's [`fingerprint`] (be u64). At most [`BUCKET_IDS`]
+//!   ids; the rest of that millisecond (a replay of old events, a fixture's one timestamp) get
+//!   keys of their own. Version 1, written by earlier releases, held each id as length(u8) id.
+//! - `mckt` → every event up to this sequence number (be u64) has its check in sled; absent,
+//!   the journal's last sequence number (earlier releases wrote checks with each batch).
 //! - `w` day(be u32) account `\0` webhookEventId → the last seq(be u64) of the batch that
 //!   filed it: one event's check. Releases before the millisecond keys filed every event so;
 //!   theirs are consulted until a window after the upgrade.
@@ -22,10 +31,13 @@
 //! - `mupw` → when this release first opened a journal holding `w` checks (ms, be u64)
 //! - `mchv` → the checks' layout this journal is in (2: millisecond keys)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use linedesk_actors::domain::AccountId;
+use sha2::{Digest, Sha256};
 
 use super::{corrupt, decode_seq, StorageError};
 
@@ -36,9 +48,19 @@ const UPGRADED_AT: &[u8] = b"mupg";
 const SINGLES_UNTIL_UPGRADE_AT: &[u8] = b"mupw";
 const LAYOUT: &[u8] = b"mchv";
 const LAYOUT_BUCKETS: u8 = 2;
-const BUCKET_FORMAT: u8 = 1;
-/// A millisecond's key holds at most this many ids (~2 KiB): a batch rewrites it whole.
+/// Ids as length(u8) id: read, no longer written.
+const BUCKET_FORMAT_IDS: u8 = 1;
+const BUCKET_FORMAT: u8 = 2;
+pub(super) const CHECKS_THROUGH: &[u8] = b"mckt";
+/// A millisecond's key holds at most this many ids (512 bytes): it is written whole.
 pub(super) const BUCKET_IDS: usize = 64;
+/// How long a millisecond's key stays in memory after the last batch that filed in it.
+const HOLD_FOR: Duration = Duration::from_millis(100);
+/// Most millisecond keys held at once; past it the least recently filed are written.
+const MAX_HELD: usize = 4_096;
+/// How often at most [`CHECKS_THROUGH`] is stored while events keep coming: a later value only
+/// shortens what a crash refiles from the event log.
+const STORE_THROUGH_EVERY: Duration = Duration::from_millis(50);
 /// Flag: some of the millisecond's checks have keys of their own.
 const OVERFLOWED: u8 = 1;
 const DAY_MS: i64 = 86_400_000;
@@ -58,11 +80,41 @@ pub(super) struct RedeliveryChecks {
     /// else [`NO_LEGACY`]. Meanwhile an id not in its millisecond's key is also looked up
     /// under a key of its own.
     singles_since_ms: AtomicI64,
+    held: Mutex<Held>,
+    /// [`HOLD_FOR`]; tests lengthen it.
+    hold_for: Duration,
+}
+
+/// The millisecond keys not written to sled yet.
+#[derive(Debug, Default)]
+struct Held {
+    buckets: HashMap<Vec<u8>, HeldBucket>,
+    /// Keys in the order they were filed in, with when; an entry whose `filing` is not its
+    /// bucket's latest was superseded by a later one.
+    order: VecDeque<(Vec<u8>, u64, Instant)>,
+    filings: u64,
+    /// How many held buckets have each `first_seq`: the smallest bounds what sled has.
+    first_seqs: BTreeMap<u64, usize>,
+    /// Every event up to this sequence number has its check in sled ([`CHECKS_THROUGH`]).
+    through: u64,
+    /// When `through` was last stored.
+    through_stored_at: Option<Instant>,
+    /// The newest millisecond of a key written to sled: a later one needs no read.
+    newest_written_ms: u64,
+}
+
+#[derive(Debug)]
+struct HeldBucket {
+    bucket: Bucket,
+    /// The first sequence number of the batch that first filed in it since it was written.
+    first_seq: u64,
+    filing: u64,
 }
 
 impl RedeliveryChecks {
     /// Keeps every check until [`RedeliveryChecks::set_window_days`] says otherwise.
-    pub fn open(tree: &sled::Tree, now_ms: i64) -> Result<Self, StorageError> {
+    /// `last_seq`: the journal's last sequence number as sled has it.
+    pub fn open(tree: &sled::Tree, now_ms: i64, last_seq: u64) -> Result<Self, StorageError> {
         let legacy_since_ms = match tree.scan_prefix([LEGACY]).next().transpose()? {
             None => NO_LEGACY,
             Some(_) => upgraded_at(tree, UPGRADED_AT, now_ms)?,
@@ -80,11 +132,145 @@ impl RedeliveryChecks {
             tree.insert(LAYOUT, &[LAYOUT_BUCKETS])?;
             since
         };
+        let through = match tree.get(CHECKS_THROUGH)? {
+            Some(v) => decode_seq(CHECKS_THROUGH, &v)?.min(last_seq),
+            None => last_seq,
+        };
+        let newest_written_ms = match tree.range(vec![BUCKET]..vec![BUCKET + 1]).next_back() {
+            Some(entry) => {
+                let (key, _) = entry?;
+                let ms = key
+                    .get(1..9)
+                    .ok_or_else(|| corrupt(&key, "a redelivery check's key is cut short"))?;
+                u64::from_be_bytes(ms.try_into().unwrap_or_default())
+            }
+            None => 0,
+        };
         Ok(Self {
             window_days: AtomicU32::new(0),
             legacy_since_ms: AtomicI64::new(legacy_since_ms),
             singles_since_ms: AtomicI64::new(singles_since_ms),
+            held: Mutex::new(Held {
+                through,
+                newest_written_ms,
+                ..Held::default()
+            }),
+            hold_for: HOLD_FOR,
         })
+    }
+
+    /// Holds millisecond keys for `hold_for` instead of [`HOLD_FOR`].
+    #[cfg(test)]
+    fn holding_for(mut self, hold_for: Duration) -> Self {
+        self.hold_for = hold_for;
+        self
+    }
+
+    /// Every event up to this sequence number has its check in sled; the event log must keep
+    /// the later ones (they are filed again from it after a crash).
+    pub fn through(&self) -> u64 {
+        self.held().through
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The millisecond's checks: held, or as sled has them.
+    fn bucket(&self, tree: &sled::Tree, key: &[u8]) -> Result<Bucket, StorageError> {
+        {
+            let held = self.held();
+            if let Some(held) = held.buckets.get(key) {
+                return Ok(held.bucket.unchanged());
+            }
+            if bucket_ms(key) > held.newest_written_ms {
+                return Ok(Bucket::default());
+            }
+        }
+        // Written to sled before it leaves `held`: a reader on another thread finds it in one.
+        Bucket::read(tree, key)
+    }
+
+    /// Takes what a stored batch filed in millisecond keys into memory; `first_seq` is the
+    /// batch's first sequence number.
+    pub fn hold(&self, batch: CheckBatch<'_>, first_seq: u64) {
+        let mut held = self.held();
+        let now = Instant::now();
+        for (key, bucket) in batch.buckets {
+            if !bucket.changed {
+                continue;
+            }
+            held.filings += 1;
+            let filing = held.filings;
+            held.order.push_back((key.clone(), filing, now));
+            let first_seq = match held.buckets.get(&key) {
+                Some(h) => h.first_seq,
+                None => {
+                    *held.first_seqs.entry(first_seq).or_default() += 1;
+                    first_seq
+                }
+            };
+            held.buckets.insert(
+                key,
+                HeldBucket {
+                    bucket: bucket.unchanged(),
+                    first_seq,
+                    filing,
+                },
+            );
+        }
+    }
+
+    /// Writes the held millisecond keys no batch filed in for [`HOLD_FOR`] (the oldest past
+    /// [`MAX_HELD`]), or all of them, then how far sled's checks go. `last_seq`: the journal's
+    /// last sequence number, whose check is filed.
+    pub fn write_held(
+        &self,
+        tree: &sled::Tree,
+        last_seq: u64,
+        all: bool,
+    ) -> Result<(), StorageError> {
+        let mut held = self.held();
+        let now = Instant::now();
+        while let Some((key, filing, at)) = held.order.pop_front() {
+            if held.buckets.get(&key).map(|h| h.filing) != Some(filing) {
+                continue;
+            }
+            let due = all || held.buckets.len() > MAX_HELD || now.duration_since(at) >= self.hold_for;
+            if !due {
+                held.order.push_front((key, filing, at));
+                break;
+            }
+            let value = held.buckets[&key].bucket.encode();
+            if let Err(e) = tree.insert(key.as_slice(), value) {
+                held.order.push_front((key, filing, at));
+                return Err(e.into());
+            }
+            held.newest_written_ms = held.newest_written_ms.max(bucket_ms(&key));
+            if let Some(written) = held.buckets.remove(&key) {
+                if let Some(n) = held.first_seqs.get_mut(&written.first_seq) {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.first_seqs.remove(&written.first_seq);
+                    }
+                }
+            }
+        }
+        let through = held
+            .first_seqs
+            .keys()
+            .next()
+            .map_or(last_seq, |first| first.saturating_sub(1));
+        let due = all
+            || held
+                .through_stored_at
+                .is_none_or(|at| now.duration_since(at) >= STORE_THROUGH_EVERY);
+        if due && through > held.through {
+            tree.insert(CHECKS_THROUGH, &through.to_be_bytes())?;
+            held.through = through;
+            held.through_stored_at = Some(now);
+        }
+        Ok(())
     }
 
     pub fn set_window_days(&self, days: u32) {
@@ -238,35 +424,31 @@ impl CheckBatch<'_> {
         let bucket = match self.buckets.entry(bucket_key(account, timestamp_ms)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let bucket = Bucket::read(tree, e.key())?;
+                let bucket = self.checks.bucket(tree, e.key())?;
                 e.insert(bucket)
             }
         };
-        let mut known = bucket.holds(webhook_event_id)
+        let id = fingerprint(webhook_event_id.as_bytes());
+        let mut known = bucket.holds(id)
             || self
                 .checks
                 .filed_apart(tree, bucket, account, webhook_event_id, timestamp_ms)?;
         // Only an id its bucket had no room for can have been filed apart by this batch.
-        if !known && (bucket.overflowed || !fits(webhook_event_id)) {
+        if !known && bucket.overflowed {
             known = self
                 .singles
                 .contains(&single_key(account, webhook_event_id, timestamp_ms));
         }
-        if !known && file && !bucket.add(webhook_event_id) {
+        if !known && file && !bucket.add(id) {
             self.singles
                 .push(single_key(account, webhook_event_id, timestamp_ms));
         }
         Ok(known)
     }
 
-    /// Writes what this batch filed: one insert per millisecond key it changed, and the keys
-    /// of their own.
+    /// Writes the keys of their own this batch filed. Its millisecond keys go to memory once
+    /// the batch is stored ([`RedeliveryChecks::hold`]).
     pub fn write(&self, tree: &sled::Tree, seq: u64) -> Result<(), StorageError> {
-        for (key, bucket) in &self.buckets {
-            if bucket.changed {
-                tree.insert(key.as_slice(), bucket.encode())?;
-            }
-        }
         for key in &self.singles {
             tree.insert(key.as_slice(), &seq.to_be_bytes())?;
         }
@@ -275,86 +457,103 @@ impl CheckBatch<'_> {
 
     /// Takes back what [`CheckBatch::write`] may have written, for a batch that failed.
     pub fn undo(&self, tree: &sled::Tree) {
-        for (key, bucket) in &self.buckets {
-            if bucket.changed {
-                let _ = match &bucket.before {
-                    Some(before) => tree.insert(key.as_slice(), before.clone()).map(|_| ()),
-                    None => tree.remove(key.as_slice()).map(|_| ()),
-                };
-            }
-        }
         for key in &self.singles {
             let _ = tree.remove(key.as_slice());
         }
     }
 }
 
-/// One millisecond's ids.
+/// One millisecond's ids, by [`fingerprint`].
+#[derive(Debug, Default)]
 struct Bucket {
-    /// As read from sled, to put back if the batch fails.
-    before: Option<sled::IVec>,
-    /// The ids, each as length(u8) id.
-    ids: Vec<u8>,
-    count: usize,
+    ids: Vec<u64>,
     overflowed: bool,
+    /// Filed in by this batch.
     changed: bool,
 }
 
 impl Bucket {
     fn read(tree: &sled::Tree, key: &[u8]) -> Result<Self, StorageError> {
-        let before = tree.get(key)?;
-        let mut bucket = Self {
-            before: None,
-            ids: Vec::new(),
-            count: 0,
-            overflowed: false,
-            changed: false,
+        let Some(value) = tree.get(key)? else {
+            return Ok(Self::default());
         };
-        if let Some(value) = &before {
-            let [BUCKET_FORMAT, flags, ids @ ..] = value.as_ref() else {
-                return Err(corrupt(key, "unknown redelivery check format"));
-            };
-            bucket.overflowed = flags & OVERFLOWED != 0;
-            bucket.ids = ids.to_vec();
-            bucket.count = Ids(ids)
-                .try_fold(0, |n, id| id.map(|_| n + 1))
-                .ok_or_else(|| corrupt(key, "a redelivery check is cut short"))?;
-        }
-        bucket.before = before;
-        Ok(bucket)
+        let (format, flags, ids) = match value.as_ref() {
+            [format, flags, ids @ ..] => (*format, *flags, ids),
+            _ => return Err(corrupt(key, "a redelivery check is cut short")),
+        };
+        let ids: Vec<u64> = match format {
+            BUCKET_FORMAT => {
+                let chunks = ids.chunks_exact(8);
+                if !chunks.remainder().is_empty() {
+                    return Err(corrupt(key, "a redelivery check is cut short"));
+                }
+                chunks
+                    .map(|id| u64::from_be_bytes(id.try_into().unwrap_or_default()))
+                    .collect()
+            }
+            BUCKET_FORMAT_IDS => Ids(ids)
+                .map(|id| id.map(fingerprint))
+                .collect::<Option<_>>()
+                .ok_or_else(|| corrupt(key, "a redelivery check is cut short"))?,
+            _ => return Err(corrupt(key, "unknown redelivery check format")),
+        };
+        Ok(Self {
+            ids,
+            overflowed: flags & OVERFLOWED != 0,
+            changed: false,
+        })
     }
 
-    fn holds(&self, webhook_event_id: &str) -> bool {
-        Ids(&self.ids).any(|id| id == Some(webhook_event_id.as_bytes()))
+    /// A copy for another batch.
+    fn unchanged(&self) -> Self {
+        Self {
+            ids: self.ids.clone(),
+            overflowed: self.overflowed,
+            changed: false,
+        }
+    }
+
+    fn holds(&self, id: u64) -> bool {
+        self.ids.contains(&id)
     }
 
     /// Adds an id, or marks the bucket overflowed if it has no room for it: returns whether it
     /// took it.
-    fn add(&mut self, webhook_event_id: &str) -> bool {
-        let len = match u8::try_from(webhook_event_id.len()) {
-            Ok(len) if self.count < BUCKET_IDS => len,
-            _ => {
-                // Marked so that lookups of this millisecond also look for keys of their own;
-                // once marked, the bucket is not written again for it.
-                self.changed |= !self.overflowed;
-                self.overflowed = true;
-                return false;
-            }
-        };
+    fn add(&mut self, id: u64) -> bool {
+        if self.ids.len() >= BUCKET_IDS {
+            // Marked so that lookups of this millisecond also look for keys of their own;
+            // once marked, the bucket is not written again for it.
+            self.changed |= !self.overflowed;
+            self.overflowed = true;
+            return false;
+        }
         self.changed = true;
-        self.ids.push(len);
-        self.ids.extend_from_slice(webhook_event_id.as_bytes());
-        self.count += 1;
+        self.ids.push(id);
         true
     }
 
     fn encode(&self) -> Vec<u8> {
         let flags = if self.overflowed { OVERFLOWED } else { 0 };
-        let mut value = Vec::with_capacity(2 + self.ids.len());
+        let mut value = Vec::with_capacity(2 + 8 * self.ids.len());
         value.extend_from_slice(&[BUCKET_FORMAT, flags]);
-        value.extend_from_slice(&self.ids);
+        for id in &self.ids {
+            value.extend_from_slice(&id.to_be_bytes());
+        }
         value
     }
+}
+
+/// An id as a millisecond's key holds it: the first 8 bytes of its SHA-256. Two ids of one
+/// account and millisecond (at most [`BUCKET_IDS`]) share one with a chance below 10⁻¹⁶.
+fn fingerprint(webhook_event_id: &[u8]) -> u64 {
+    let digest = Sha256::digest(webhook_event_id);
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+/// The millisecond of a `v` key.
+fn bucket_ms(key: &[u8]) -> u64 {
+    key.get(1..9)
+        .map_or(0, |ms| u64::from_be_bytes(ms.try_into().unwrap_or_default()))
 }
 
 /// The ids of a bucket's value; `None` where it is cut short.
@@ -389,7 +588,8 @@ fn upgraded_at(tree: &sled::Tree, mark: &[u8], now_ms: i64) -> Result<i64, Stora
     }
 }
 
-/// Whether an id can be held in a bucket (its length is one byte).
+/// Whether an earlier release could hold an id in a bucket (its length is one byte); it gave
+/// longer ones keys of their own.
 fn fits(webhook_event_id: &str) -> bool {
     webhook_event_id.len() <= usize::from(u8::MAX)
 }
@@ -449,14 +649,29 @@ mod tests {
         AccountId::parse("demo").unwrap()
     }
 
-    /// Files the events as one journal batch would; returns which were new.
+    /// Files the events as one journal batch would, then writes what it held; returns which
+    /// were new.
     fn file(checks: &RedeliveryChecks, tree: &sled::Tree, events: &[(&str, i64)]) -> Vec<bool> {
+        let new = file_held(checks, tree, events, 1);
+        checks.write_held(tree, 1, true).unwrap();
+        new
+    }
+
+    /// Files the events as the journal batch starting at `seq` would; its millisecond keys
+    /// stay in memory.
+    fn file_held(
+        checks: &RedeliveryChecks,
+        tree: &sled::Tree,
+        events: &[(&str, i64)],
+        seq: u64,
+    ) -> Vec<bool> {
         let mut batch = checks.batch();
         let new = events
             .iter()
             .map(|(id, at)| batch.file(tree, &demo(), id, *at).unwrap())
             .collect();
-        batch.write(tree, 1).unwrap();
+        batch.write(tree, seq).unwrap();
+        checks.hold(batch, seq);
         new
     }
 
@@ -471,7 +686,7 @@ mod tests {
     #[test]
     fn a_milliseconds_ids_share_one_key_and_those_past_its_room_get_keys_of_their_own() {
         let (_dir, tree) = tree();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         let ids: Vec<String> = (0..BUCKET_IDS + 3).map(|n| format!("E{n}")).collect();
         let events: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), NOW)).collect();
         assert!(file(&checks, &tree, &events).iter().all(|new| *new));
@@ -492,7 +707,7 @@ mod tests {
     #[test]
     fn an_id_twice_in_one_batch_is_new_once() {
         let (_dir, tree) = tree();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         let long = "L".repeat(300);
         assert_eq!(
             file(
@@ -508,7 +723,7 @@ mod tests {
     #[test]
     fn a_failed_batch_takes_back_what_it_filed_and_keeps_what_was_there() {
         let (_dir, tree) = tree();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         file(&checks, &tree, &[("E1", NOW)]);
         let mut batch = checks.batch();
         for (id, at) in [("E2", NOW), ("E3", NOW + 1)] {
@@ -523,23 +738,84 @@ mod tests {
     }
 
     #[test]
+    fn held_checks_count_at_once_and_sled_learns_how_far_its_own_go() {
+        let (_dir, tree) = tree();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0)
+            .unwrap()
+            .holding_for(Duration::from_secs(3_600));
+        assert_eq!(file_held(&checks, &tree, &[("E1", NOW)], 1), [true]);
+        assert_eq!(
+            file_held(&checks, &tree, &[("E1", NOW), ("E2", NOW), ("E3", NOW + 1)], 2),
+            [false, true, true]
+        );
+        checks.write_held(&tree, 3, false).unwrap();
+        assert_eq!(keys(&tree, BUCKET), 0, "held for an hour");
+        assert_eq!((checks.through(), tree.get(CHECKS_THROUGH).unwrap()), (0, None));
+        for (id, at) in [("E1", NOW), ("E2", NOW), ("E3", NOW + 1)] {
+            assert!(seen(&checks, &tree, id, at), "{id}");
+        }
+
+        checks.write_held(&tree, 3, true).unwrap();
+        assert_eq!(keys(&tree, BUCKET), 2);
+        assert_eq!(checks.through(), 3);
+        let value = tree.get(bucket_key(&demo(), NOW)).unwrap().unwrap();
+        assert_eq!(value.len(), 2 + 2 * 8, "each id once, as a fingerprint");
+        let reopened = RedeliveryChecks::open(&tree, NOW, 5).unwrap();
+        assert_eq!(reopened.through(), 3);
+        for (id, at) in [("E1", NOW), ("E2", NOW), ("E3", NOW + 1)] {
+            assert!(seen(&reopened, &tree, id, at), "{id}");
+        }
+        assert_eq!(
+            RedeliveryChecks::open(&tree, NOW, 2).unwrap().through(),
+            2,
+            "never past the journal's last sequence number"
+        );
+        let (_fresh_dir, fresh) = self::tree();
+        assert_eq!(
+            RedeliveryChecks::open(&fresh, NOW, 7).unwrap().through(),
+            7,
+            "an earlier release wrote checks with each batch"
+        );
+    }
+
+    #[test]
+    fn a_millisecond_an_earlier_release_filed_keeps_its_ids_when_rewritten() {
+        let (_dir, tree) = tree();
+        tree.insert(
+            bucket_key(&demo(), NOW),
+            &[BUCKET_FORMAT_IDS, 0, 2, b'E', b'1'],
+        )
+        .unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
+        assert!(seen(&checks, &tree, "E1", NOW));
+        assert_eq!(file(&checks, &tree, &[("E1", NOW), ("E2", NOW)]), [false, true]);
+        let value = tree.get(bucket_key(&demo(), NOW)).unwrap().unwrap();
+        assert_eq!((value[0], value.len()), (BUCKET_FORMAT, 2 + 2 * 8));
+        let reopened = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
+        assert!(seen(&reopened, &tree, "E1", NOW) && seen(&reopened, &tree, "E2", NOW));
+    }
+
+    #[test]
     fn a_damaged_check_is_an_error() {
         let (_dir, tree) = tree();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
-        tree.insert(bucket_key(&demo(), NOW), &[BUCKET_FORMAT, 0, 5, b'E'])
+        tree.insert(bucket_key(&demo(), NOW), &[BUCKET_FORMAT_IDS, 0, 5, b'E'])
             .unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         assert!(matches!(
             checks.contains(&tree, &demo(), "E1", NOW),
             Err(StorageError::Corrupt { .. })
         ));
         tree.insert(bucket_key(&demo(), NOW), &[9u8][..]).unwrap();
         assert!(checks.batch().file(&tree, &demo(), "E1", NOW).is_err());
+        tree.insert(bucket_key(&demo(), NOW), &[BUCKET_FORMAT, 0, 1, 2, 3])
+            .unwrap();
+        assert!(checks.contains(&tree, &demo(), "E1", NOW).is_err());
     }
 
     #[test]
     fn days_past_the_window_go_and_the_others_stay() {
         let (_dir, tree) = tree();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         for (id, days_ago) in [("old", 8), ("edge", 7), ("recent", 6), ("today", 0)] {
             file(&checks, &tree, &[(id, NOW - days_ago * DAY_MS)]);
         }
@@ -564,7 +840,7 @@ mod tests {
     #[test]
     fn a_pass_removes_a_bounded_number_and_the_next_goes_on() {
         let (_dir, tree) = tree();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         checks.set_window_days(1);
         let ids: Vec<String> = (0..EXPIRE_PER_PASS + 5).map(|n| format!("E{n}")).collect();
         let events: Vec<(&str, i64)> = ids
@@ -583,13 +859,13 @@ mod tests {
         let (_dir, tree) = tree();
         tree.insert(single_key(&demo(), "E1", NOW), &1u64.to_be_bytes())
             .unwrap();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         checks.set_window_days(2);
         assert!(seen(&checks, &tree, "E1", NOW));
         assert_eq!(file(&checks, &tree, &[("E1", NOW)]), [false]);
 
         // Reopened later, the upgrade time is the first one.
-        let checks = RedeliveryChecks::open(&tree, NOW + DAY_MS).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW + DAY_MS, 0).unwrap();
         checks.set_window_days(2);
         assert_eq!(checks.expire(&tree, NOW + 2 * DAY_MS).unwrap(), 0);
         assert!(seen(&checks, &tree, "E1", NOW));
@@ -600,12 +876,12 @@ mod tests {
         // A journal in this layout from the start looks for keys of their own only where a
         // millisecond overflowed.
         let (_fresh_dir, fresh) = self::tree();
-        let checks = RedeliveryChecks::open(&fresh, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&fresh, NOW, 0).unwrap();
         fresh
             .insert(single_key(&demo(), "E2", NOW), &1u64.to_be_bytes())
             .unwrap();
         assert!(!seen(&checks, &fresh, "E2", NOW));
-        let checks = RedeliveryChecks::open(&fresh, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&fresh, NOW, 0).unwrap();
         assert!(
             !seen(&checks, &fresh, "E2", NOW),
             "not taken for an upgrade"
@@ -617,13 +893,13 @@ mod tests {
         let (_dir, tree) = tree();
         tree.insert(legacy_key(&demo(), "E1"), &1u64.to_be_bytes())
             .unwrap();
-        let checks = RedeliveryChecks::open(&tree, NOW).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         checks.set_window_days(2);
         assert!(seen(&checks, &tree, "E1", NOW - 30 * DAY_MS));
         assert!(!seen(&checks, &tree, "E2", NOW));
 
         // Reopened later, the upgrade time is the first one.
-        let checks = RedeliveryChecks::open(&tree, NOW + DAY_MS).unwrap();
+        let checks = RedeliveryChecks::open(&tree, NOW + DAY_MS, 0).unwrap();
         checks.set_window_days(2);
         assert_eq!(checks.expire(&tree, NOW + DAY_MS).unwrap(), 0);
         assert!(seen(&checks, &tree, "E1", NOW));
