@@ -31,9 +31,9 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::event_log::{EventLog, Place, Record, UncoveredIndex, SEGMENT_BYTES};
-use super::redelivery::{CheckBatch, RedeliveryChecks, EXPIRE_PER_PASS};
 #[cfg(test)]
 use super::redelivery::CHECKS_THROUGH;
+use super::redelivery::{CheckBatch, RedeliveryChecks, EXPIRE_PER_PASS};
 use super::uncovered::Uncovered;
 use super::{corrupt, decode_seq, GroupCommit, StorageError};
 use crate::settings::Durability;
@@ -1488,7 +1488,10 @@ mod tests {
         {
             let journal = keeping_events_for(dir.path(), 0);
             for (id, user) in [("E1", "Ua"), ("E2", "Ub")] {
-                journal.append(&demo(), vec![line(id, user)], T0).await.unwrap();
+                journal
+                    .append(&demo(), vec![line(id, user)], T0)
+                    .await
+                    .unwrap();
             }
             journal.settle().await.unwrap();
             // As sled is when the checks were still held: no millisecond key, and its own

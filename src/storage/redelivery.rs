@@ -236,7 +236,8 @@ impl RedeliveryChecks {
             if held.buckets.get(&key).map(|h| h.filing) != Some(filing) {
                 continue;
             }
-            let due = all || held.buckets.len() > MAX_HELD || now.duration_since(at) >= self.hold_for;
+            let due =
+                all || held.buckets.len() > MAX_HELD || now.duration_since(at) >= self.hold_for;
             if !due {
                 held.order.push_front((key, filing, at));
                 break;
@@ -552,8 +553,9 @@ fn fingerprint(webhook_event_id: &[u8]) -> u64 {
 
 /// The millisecond of a `v` key.
 fn bucket_ms(key: &[u8]) -> u64 {
-    key.get(1..9)
-        .map_or(0, |ms| u64::from_be_bytes(ms.try_into().unwrap_or_default()))
+    key.get(1..9).map_or(0, |ms| {
+        u64::from_be_bytes(ms.try_into().unwrap_or_default())
+    })
 }
 
 /// The ids of a bucket's value; `None` where it is cut short.
@@ -745,12 +747,20 @@ mod tests {
             .holding_for(Duration::from_secs(3_600));
         assert_eq!(file_held(&checks, &tree, &[("E1", NOW)], 1), [true]);
         assert_eq!(
-            file_held(&checks, &tree, &[("E1", NOW), ("E2", NOW), ("E3", NOW + 1)], 2),
+            file_held(
+                &checks,
+                &tree,
+                &[("E1", NOW), ("E2", NOW), ("E3", NOW + 1)],
+                2
+            ),
             [false, true, true]
         );
         checks.write_held(&tree, 3, false).unwrap();
         assert_eq!(keys(&tree, BUCKET), 0, "held for an hour");
-        assert_eq!((checks.through(), tree.get(CHECKS_THROUGH).unwrap()), (0, None));
+        assert_eq!(
+            (checks.through(), tree.get(CHECKS_THROUGH).unwrap()),
+            (0, None)
+        );
         for (id, at) in [("E1", NOW), ("E2", NOW), ("E3", NOW + 1)] {
             assert!(seen(&checks, &tree, id, at), "{id}");
         }
@@ -788,7 +798,10 @@ mod tests {
         .unwrap();
         let checks = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
         assert!(seen(&checks, &tree, "E1", NOW));
-        assert_eq!(file(&checks, &tree, &[("E1", NOW), ("E2", NOW)]), [false, true]);
+        assert_eq!(
+            file(&checks, &tree, &[("E1", NOW), ("E2", NOW)]),
+            [false, true]
+        );
         let value = tree.get(bucket_key(&demo(), NOW)).unwrap().unwrap();
         assert_eq!((value[0], value.len()), (BUCKET_FORMAT, 2 + 2 * 8));
         let reopened = RedeliveryChecks::open(&tree, NOW, 0).unwrap();
