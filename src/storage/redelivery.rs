@@ -134,7 +134,12 @@ impl RedeliveryChecks {
         };
         let through = match tree.get(CHECKS_THROUGH)? {
             Some(v) => decode_seq(CHECKS_THROUGH, &v)?.min(last_seq),
-            None => last_seq,
+            None => {
+                // Stored now, before any check is held: absent, it would claim the checks of
+                // every event sled's sequence number counts, held ones included.
+                tree.insert(CHECKS_THROUGH, &last_seq.to_be_bytes())?;
+                last_seq
+            }
         };
         let newest_written_ms = match tree.range(vec![BUCKET]..vec![BUCKET + 1]).next_back() {
             Some(entry) => {
@@ -758,8 +763,11 @@ mod tests {
         checks.write_held(&tree, 3, false).unwrap();
         assert_eq!(keys(&tree, BUCKET), 0, "held for an hour");
         assert_eq!(
-            (checks.through(), tree.get(CHECKS_THROUGH).unwrap()),
-            (0, None)
+            (
+                checks.through(),
+                tree.get(CHECKS_THROUGH).unwrap().as_deref()
+            ),
+            (0, Some(&0u64.to_be_bytes()[..]))
         );
         for (id, at) in [("E1", NOW), ("E2", NOW), ("E3", NOW + 1)] {
             assert!(seen(&checks, &tree, id, at), "{id}");
@@ -785,6 +793,17 @@ mod tests {
             RedeliveryChecks::open(&fresh, NOW, 7).unwrap().through(),
             7,
             "an earlier release wrote checks with each batch"
+        );
+        assert_eq!(
+            fresh.get(CHECKS_THROUGH).unwrap().as_deref(),
+            Some(&7u64.to_be_bytes()[..]),
+            "stored at once: checks held later must not count as written after a crash"
+        );
+        let (_new_dir, new) = self::tree();
+        RedeliveryChecks::open(&new, NOW, 0).unwrap();
+        assert!(
+            new.get(CHECKS_THROUGH).unwrap().is_some(),
+            "a new journal too"
         );
     }
 
