@@ -427,6 +427,7 @@ pub async fn run(mut options: Options) -> Result<Report, LoadgenError> {
         },
         latency_ms: Latencies {
             webhook: r.webhook.summary(),
+            send_lag: r.send_lag.summary(),
             customer_to_offer: r.customer_to_offer.summary(),
             customer_to_message: r.customer_to_message.summary(),
             agent_send_to_ack: r.agent_send_to_ack.summary(),

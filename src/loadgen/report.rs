@@ -149,6 +149,7 @@ pub struct AgentCounts {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub webhook: LatencyHistogram,
+    pub send_lag: LatencyHistogram,
     pub customer_to_offer: LatencyHistogram,
     pub customer_to_message: LatencyHistogram,
     pub agent_send_to_ack: LatencyHistogram,
@@ -201,6 +202,10 @@ pub struct EventCounts {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Latencies {
     pub webhook: LatencySummary,
+    /// The load generator's own lateness: a request's intended send time to the moment it
+    /// handed the request to its HTTP client. Part of every latency above that counts from
+    /// the intended time (on a busy machine, the generator's share of them); ~0 in closed loop.
+    pub send_lag: LatencySummary,
     /// First messages of conversations: to the `offer` frame listing them.
     pub customer_to_offer: LatencySummary,
     /// Later messages: to the `message` frame.
@@ -315,6 +320,7 @@ impl fmt::Display for Report {
             ("customer → agent message", &l.customer_to_message),
             ("agent send → ack", &l.agent_send_to_ack),
             ("agent send → LINE", &l.agent_send_to_line),
+            ("(loadgen's own send lag)", &l.send_lag),
         ] {
             if s.count == 0 {
                 writeln!(f, "{name:<28} {:>8}         -", 0)?;
@@ -520,6 +526,7 @@ mod tests {
             "customer_to_message",
             "agent_send_to_ack",
             "agent_send_to_line",
+            "send_lag",
         ] {
             let summary = &json["latency_ms"][path];
             for field in ["count", "p50", "p99", "p99_9", "max", "mean"] {
@@ -543,6 +550,7 @@ mod tests {
             "webhook → 200",
             "customer → agent offer",
             "agent send → LINE",
+            "(loadgen's own send lag)",
             "HTTP 500: 1",
             "timeout: 1",
             "error frame invalid_state: 1",

@@ -140,6 +140,8 @@ fn begin(run: &Run, request: u64, intended: Instant) -> Webhook {
 
 /// Sends a webhook that [`begin`] counted, and records its outcome.
 async fn finish(run: &Run, client: &awc::Client, hook: Webhook, intended: Instant) {
+    let lag = Instant::now().saturating_duration_since(intended);
+    run.state.borrow_mut().recorder.send_lag.record(lag);
     let events = hook.events.clone();
     let count = events.end - events.start;
     let answer = client

@@ -42,6 +42,11 @@ async fn every_webhook_is_accepted_and_every_first_message_reaches_an_agent_in_a
     assert_eq!(report.requests.ok, 200, "{report}");
     assert_eq!(report.events.accepted, 200, "{report}");
     assert_eq!(report.latency_ms.webhook.count, 200);
+    assert_eq!(report.latency_ms.send_lag.count, 200, "{report}");
+    assert!(
+        report.latency_ms.send_lag.max <= report.latency_ms.webhook.max,
+        "the send lag is part of the webhook's latency: {report}"
+    );
     assert_eq!(report.latency_ms.customer_to_offer.count, 200, "{report}");
     assert_eq!(report.latency_ms.customer_to_message.count, 0, "{report}");
     let agents = &report.agent_activity;
