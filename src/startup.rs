@@ -72,6 +72,9 @@ impl Application {
             retention,
         )
         .context("cannot read the journal")?;
+        journal.set_commit_interval(std::time::Duration::from_millis(
+            settings.storage.group_commit_min_interval_ms,
+        ));
         let conversations = SledConversationStore::open(&db, journal.clone())
             .context("cannot open the conversation store")?;
         // Start order: the router first (agents and conversations report to it), then the

@@ -8,9 +8,14 @@
 //! held (or was next in line for) a leader lock, and which then waited on a commit for an
 //! `assigned` frame, used to stop every commit of the server, webhooks included.
 //! `linedesk loadgen` found it.
+//!
+//! A flush starts at least `min_interval` after the previous one started: an fsync costs
+//! ~100–250 µs of CPU on a virtual disk, and under load waiting a moment lets many more
+//! writers share one (docs/benchmarks.md, thirteenth round).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -29,6 +34,9 @@ struct Shared {
     durable: watch::Sender<Durable>,
     /// Flushes actually issued (fewer than commits under concurrency: that is the point).
     flushes: AtomicU64,
+    /// Least time from one flush's start to the next (µs); 0: none.
+    min_interval_us: AtomicU64,
+    last_flush: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -47,6 +55,8 @@ impl Default for GroupCommit {
                 flushing: AtomicBool::new(false),
                 durable: watch::Sender::new(Durable::default()),
                 flushes: AtomicU64::new(0),
+                min_interval_us: AtomicU64::new(0),
+                last_flush: Mutex::new(None),
             }),
         }
     }
@@ -78,6 +88,13 @@ impl GroupCommit {
         }
     }
 
+    /// From now on a flush starts at least `interval` after the previous one started
+    /// (`storage.group_commit_min_interval_ms`).
+    pub fn set_min_interval(&self, interval: Duration) {
+        let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+        self.shared.min_interval_us.store(us, Ordering::Relaxed);
+    }
+
     pub fn flushes(&self) -> u64 {
         self.shared.flushes.load(Ordering::Relaxed)
     }
@@ -91,6 +108,7 @@ impl Shared {
     /// Flushes until no ticket is left uncovered, then steps down.
     async fn flush(self: Arc<Self>, db: sled::Db) {
         loop {
+            self.wait_for_interval().await;
             // Everything ticketed so far was written before this flush starts, so it is covered.
             let covered = self.written.load(Ordering::SeqCst);
             self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -107,6 +125,19 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// Waits until `min_interval` has passed since the last flush started, then marks this
+    /// one started. Only the one flush task runs it.
+    async fn wait_for_interval(&self) {
+        let interval = Duration::from_micros(self.min_interval_us.load(Ordering::Relaxed));
+        let last = *self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(due) = last.map(|at| at + interval) {
+            if !interval.is_zero() && due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        *self.last_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 }
 
@@ -139,6 +170,37 @@ mod tests {
         let before = gc.flushes();
         gc.commit(&db).await.unwrap();
         assert_eq!(gc.flushes(), before + 1);
+    }
+
+    #[actix_web::test]
+    async fn a_flush_waits_out_the_least_interval_and_the_writers_meanwhile_share_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let gc = Arc::new(GroupCommit::default());
+        let interval = Duration::from_millis(200);
+        gc.set_min_interval(interval);
+        db.insert(b"first", b"1").unwrap();
+        let started = Instant::now();
+        gc.commit(&db).await.unwrap();
+        assert_eq!(gc.flushes(), 1, "the first flush does not wait");
+        let mut tasks = Vec::new();
+        for i in 0..16u32 {
+            let (db, gc) = (db.clone(), gc.clone());
+            tasks.push(actix_web::rt::spawn(async move {
+                db.insert(i.to_be_bytes(), b"x").unwrap();
+                gc.commit(&db).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert!(
+            started.elapsed() >= interval,
+            "returned {:?} after the first flush began",
+            started.elapsed()
+        );
+        // One flush for the 16 (a third only if this process stalled for the whole interval).
+        assert!(gc.flushes() <= 3, "{} flushes for 17 commits", gc.flushes());
     }
 
     #[actix_web::test]

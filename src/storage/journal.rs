@@ -332,6 +332,12 @@ impl Journal {
         }
     }
 
+    /// With `durability = "flush"`, a commit's fsync starts at least `interval` after the
+    /// previous one started (`storage.group_commit_min_interval_ms`).
+    pub fn set_commit_interval(&self, interval: std::time::Duration) {
+        self.inner.group_commit.set_min_interval(interval);
+    }
+
     /// Stores how far snapshots cover the journal now; at shutdown, after the snapshots, so
     /// that the next start resumes no conversation for nothing.
     pub async fn settle(&self) -> Result<(), StorageError> {
