@@ -361,6 +361,9 @@ pub struct StorageSettings {
     /// With `durability = "flush"`: least time between the starts of two group commits that
     /// agents' actions and other database writes wait for; 0: none.
     pub group_commit_min_interval_ms: u64,
+    /// A database write unfinished after this many seconds ends the process (status 70), for
+    /// its supervisor to restart it; 0: never.
+    pub hang_exit_secs: u64,
     /// Reopen the database after a clean stop so that the next start need not replay the log.
     pub snapshot_on_stop: bool,
     /// Seconds a raw webhook event is kept at least; then it goes once a snapshot covers it.

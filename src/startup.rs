@@ -50,6 +50,8 @@ pub struct Application {
     /// Started by `run_until_stopped` unless a test took it to drive it itself.
     restore: Option<RoutingRestore>,
     stop_signals: StopSignals,
+    /// Ends the process if the database stops taking writes; stops with the application.
+    _watchdog: Option<crate::storage::watchdog::Watchdog>,
 }
 
 impl Application {
@@ -61,6 +63,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let db = settings.storage.open()?;
+        let watchdog = watch_database(&db, settings.storage.hang_exit_secs)?;
         let retention = JournalRetention {
             redelivery_window_days: settings.storage.redelivery_window_days,
             event_secs: settings.storage.journal_retention_secs,
@@ -195,6 +198,7 @@ impl Application {
             metrics,
             restore: Some(restore),
             stop_signals,
+            _watchdog: watchdog,
         })
     }
 
@@ -373,6 +377,30 @@ impl RoutingRestore {
 /// Turns Nagle's algorithm off on every accepted connection (actix-web leaves it on). With it,
 /// a websocket frame written right after another (an agent's `ack` after its own `message`)
 /// waited for the client to acknowledge the first, which Linux delays by 40 ms.
+/// With `storage.hang_exit_secs` above 0: a database write unfinished after that long ends
+/// the process with status 70, for its supervisor to restart it (see
+/// [`crate::storage::watchdog`]).
+fn watch_database(
+    db: &sled::Db,
+    hang_exit_secs: u64,
+) -> anyhow::Result<Option<crate::storage::watchdog::Watchdog>> {
+    use crate::storage::watchdog;
+    if hang_exit_secs == 0 {
+        return Ok(None);
+    }
+    let limit = std::time::Duration::from_secs(hang_exit_secs);
+    let on_hang = |after: std::time::Duration| {
+        tracing::error!(
+            after_secs = after.as_secs(),
+            "a database write has not finished; exiting so that the supervisor restarts linedesk (recovery replays the journal)"
+        );
+        std::process::exit(watchdog::HUNG_EXIT_STATUS);
+    };
+    let watchdog = watchdog::spawn(watchdog::write_probe(db), limit, on_hang)
+        .context("cannot start the database watchdog")?;
+    Ok(Some(watchdog))
+}
+
 fn send_without_delay(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
         if let Err(e) = stream.set_nodelay(true) {

@@ -12,6 +12,7 @@ mod journal;
 mod outbox;
 mod redelivery;
 mod uncovered;
+pub mod watchdog;
 
 pub use contacts::{ContactRecord, SledContacts, CONTACT_FORMAT_VERSION};
 pub use content::{ContentError, ContentMeta, ContentOrigin, ContentStore, PendingDownload};
