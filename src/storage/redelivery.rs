@@ -144,10 +144,8 @@ impl RedeliveryChecks {
         let newest_written_ms = match tree.range(vec![BUCKET]..vec![BUCKET + 1]).next_back() {
             Some(entry) => {
                 let (key, _) = entry?;
-                let ms = key
-                    .get(1..9)
-                    .ok_or_else(|| corrupt(&key, "a redelivery check's key is cut short"))?;
-                u64::from_be_bytes(ms.try_into().unwrap_or_default())
+                bucket_ms(&key)
+                    .ok_or_else(|| corrupt(&key, "a redelivery check's key is cut short"))?
             }
             None => 0,
         };
@@ -188,7 +186,7 @@ impl RedeliveryChecks {
             if let Some(held) = held.buckets.get(key) {
                 return Ok(held.bucket.unchanged());
             }
-            if bucket_ms(key) > held.newest_written_ms {
+            if bucket_ms(key).is_some_and(|ms| ms > held.newest_written_ms) {
                 return Ok(Bucket::default());
             }
         }
@@ -252,7 +250,7 @@ impl RedeliveryChecks {
                 held.order.push_front((key, filing, at));
                 return Err(e.into());
             }
-            held.newest_written_ms = held.newest_written_ms.max(bucket_ms(&key));
+            held.newest_written_ms = held.newest_written_ms.max(bucket_ms(&key).unwrap_or(0));
             if let Some(written) = held.buckets.remove(&key) {
                 if let Some(n) = held.first_seqs.get_mut(&written.first_seq) {
                     *n -= 1;
@@ -556,11 +554,9 @@ fn fingerprint(webhook_event_id: &[u8]) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
 }
 
-/// The millisecond of a `v` key.
-fn bucket_ms(key: &[u8]) -> u64 {
-    key.get(1..9).map_or(0, |ms| {
-        u64::from_be_bytes(ms.try_into().unwrap_or_default())
-    })
+/// The millisecond of a `v` key; `None` if the key is cut short.
+fn bucket_ms(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
 /// The ids of a bucket's value; `None` where it is cut short.
