@@ -8,9 +8,10 @@
 //! after the record and rebuilt from the log at open if a crash cut it off:
 //! - `w` day account `\0` webhookEventId, and `d`, `mupg`: the redelivery checks (see
 //!   [`super::redelivery`])
-//! - `r`, `p`, `mchk`: which conversations have events no snapshot covers yet, so that a
-//!   restart resumes them (see [`super::uncovered`])
-//! - `m` `seq`                                → the last sequence number handed out
+//! - `p`, `mchk`: how far snapshots cover the journal, so that a restart resumes the
+//!   conversations with events past it (see [`super::uncovered`])
+//! - `m` `seq`                                → the last sequence number handed out, as of the
+//!   last checkpoint stored (the event log has the later ones)
 //! - `q` conversation-key `\0` seq(be u64)     → an uncovered event of a long-uncovered
 //!   conversation, set aside so that the event log's older segments can go (see [`prune`])
 //!
@@ -56,6 +57,10 @@ const SETTLE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// After a full pass (a backlog: the window was shortened, or the server was down for days).
 const EXPIRE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How often at most the writer stores the checkpoint and the last sequence number while
+/// events keep coming: a later one only makes a start read more of the event log.
+const STORE_MARKS_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most appends the writer folds into one sled batch.
 const MAX_APPENDS_PER_BATCH: usize = 512;
@@ -240,6 +245,7 @@ impl Journal {
             checks: checks.clone(),
             event_retention_ms,
             next_expiry: std::time::Instant::now(),
+            marks_stored_at: std::time::Instant::now(),
         };
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -511,7 +517,9 @@ impl Journal {
     pub fn coverage(&self) -> (usize, usize, u64) {
         let uncovered = self.uncovered();
         let (marked, long) = uncovered.counts();
-        let lag = self.last_seq().saturating_sub(uncovered.checkpoint());
+        let lag = self
+            .last_seq()
+            .saturating_sub(uncovered.stored_checkpoint());
         (marked, long, lag)
     }
 
@@ -558,6 +566,7 @@ struct Writer {
     checks: Arc<RedeliveryChecks>,
     event_retention_ms: i64,
     next_expiry: std::time::Instant,
+    marks_stored_at: std::time::Instant,
 }
 
 /// What tests shorten.
@@ -600,6 +609,7 @@ impl Writer {
                     }
                     self.report(stored);
                     self.write_held_checks(false);
+                    self.store_marks_when_due();
                 }
                 Err(e) => {
                     tracing::error!(error.message = %e, "journal batch failed; nothing of it was stored");
@@ -648,6 +658,21 @@ impl Writer {
         let last = self.last_seq.load(Ordering::SeqCst);
         if let Err(e) = self.checks.write_held(&self.tree, last, all) {
             tracing::warn!(error.message = %e, "could not store redelivery checks; they stay in memory and in the event log");
+        }
+    }
+
+    /// Stores the checkpoint and the last sequence number, at most every
+    /// [`STORE_MARKS_EVERY`].
+    fn store_marks_when_due(&mut self) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.marks_stored_at) < STORE_MARKS_EVERY {
+            return;
+        }
+        self.marks_stored_at = now;
+        let mut uncovered = lock(&self.uncovered);
+        let last = self.last_seq.load(Ordering::SeqCst);
+        if let Err(e) = store_marks(&self.tree, &mut uncovered, last) {
+            tracing::warn!(error.message = %e, "could not store the journal checkpoint; a restart reads more of the event log");
         }
     }
 
@@ -763,11 +788,11 @@ impl Writer {
             // The log first: it is what makes the events durable (see `super::event_log`).
             let mut log = lock(&self.log);
             let places = log.append(&records, self.event_retention_ms)?;
-            // Held until sled has the marks, so that a checkpoint is never computed from marks
-            // sled has not taken yet. If writing fails, the marks of its events stay: harmless,
-            // they only keep those conversations marked for longer.
+            // Held until sled has the `p` keys, so that a checkpoint is never stored past a
+            // conversation whose key sled has not taken yet. If writing fails, the marks of its
+            // events stay: harmless, they only keep those conversations marked for longer.
             let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
-            let marks = uncovered.batch(first_seq + 1, seq, &spans);
+            let marks = uncovered.batch(seq, &spans);
             if let Err(e) = write_to_sled(&self.tree, &checks, marks, seq) {
                 // Neither the log nor the checks may keep a batch whose callers hear it failed.
                 if let Err(undo) = log.undo_last(&places) {
@@ -795,19 +820,17 @@ impl Writer {
         Ok((outcomes, stored))
     }
 
-    /// Persists how far snapshots cover the journal, when no new event carries it, and the
-    /// redelivery checks held in memory.
+    /// Persists how far snapshots cover the journal now, and the redelivery checks held in
+    /// memory: when idle, and at shutdown.
     fn settle(&self) -> Result<(), StorageError> {
-        self.checks
-            .write_held(&self.tree, self.last_seq.load(Ordering::SeqCst), true)?;
+        let last = self.last_seq.load(Ordering::SeqCst);
+        self.checks.write_held(&self.tree, last, true)?;
         let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
-        let marks = uncovered.settle(self.last_seq.load(Ordering::SeqCst));
-        if !marks.is_empty() {
-            let mut batch = sled::Batch::default();
-            marks.into_batch(&mut batch);
-            self.tree.apply_batch(batch)?;
+        let marks = uncovered.settle(last);
+        for (key, value) in marks.inserts {
+            self.tree.insert(key, value)?;
         }
-        Ok(())
+        store_marks(&self.tree, &mut uncovered, last)
     }
 }
 
@@ -855,11 +878,10 @@ fn index_uncovered(
     Ok(index)
 }
 
-/// Writes what sled keeps of a batch key by key, the last sequence number last: sled 0.34
-/// writes out its current I/O buffer before every multi-key batch (a write, a
-/// `sync_file_range` and a wake-up of its I/O threads per journal batch, ~20% of the CPU at
-/// ingest), and it recovers a prefix of its log, so a stored last sequence number still
-/// implies everything before it. What a crash cuts off is rebuilt from the event log at open.
+/// Writes what sled must have of a batch at once, key by key (sled 0.34 writes out its
+/// current I/O buffer before every multi-key batch): the redelivery checks that overflowed
+/// their millisecond's key, and the `p` keys of conversations found long uncovered. Usually
+/// nothing: the rest is in the event log, and sled gets the checkpoint every so often.
 fn write_to_sled(
     tree: &sled::Tree,
     checks: &CheckBatch<'_>,
@@ -870,10 +892,24 @@ fn write_to_sled(
     for (key, value) in marks.inserts {
         tree.insert(key, value)?;
     }
-    for key in marks.removes {
-        tree.remove(key)?;
-    }
+    Ok(())
+}
+
+/// Stores the last sequence number, then the checkpoint if it moved (sled recovers a prefix
+/// of its log: a recovered checkpoint is never past a recovered last sequence number), then
+/// removes the `r` records of an earlier release, which the event log now stands for.
+fn store_marks(
+    tree: &sled::Tree,
+    uncovered: &mut Uncovered,
+    last: u64,
+) -> Result<(), StorageError> {
     tree.insert(LAST_SEQ, &last.to_be_bytes())?;
+    if let Some(checkpoint) = uncovered.to_store() {
+        tree.insert(super::uncovered::CHECKPOINT, &checkpoint.to_be_bytes())?;
+        for key in uncovered.stored(checkpoint) {
+            tree.remove(key)?;
+        }
+    }
     Ok(())
 }
 
@@ -885,10 +921,11 @@ struct CheckFields {
     timestamp: i64,
 }
 
-/// Gives sled what it lost of the log's last batches in a crash (those of `tail` past its last
-/// sequence number): their uncovered marks and the sequence number; and the redelivery checks
-/// of the events past [`RedeliveryChecks::through`] (held in memory when it stopped). Returns
-/// the last sequence number.
+/// Rebuilds from the log's records past the stored checkpoint (`tail`) what sled does not
+/// keep of them: the marks of the conversations with events there; the last sequence number
+/// (sled's may be older: it is stored every so often); and the redelivery checks of the
+/// events past [`RedeliveryChecks::through`] (held in memory when the last run stopped).
+/// Returns the last sequence number.
 fn recover_from_log(
     tree: &sled::Tree,
     redelivery: &RedeliveryChecks,
@@ -897,59 +934,42 @@ fn recover_from_log(
     uncovered: &mut Uncovered,
 ) -> Result<u64, StorageError> {
     let checks_through = redelivery.through();
+    let checkpoint = uncovered.stored_checkpoint();
     let mut last = sled_last;
     for record in tail {
         let mut checks = redelivery.batch();
-        let mut spans: Vec<(ConversationKey, u64, u64)> = Vec::new();
-        let mut first = None;
         let mut first_check = None;
-        let past = sled_last.min(checks_through);
-        for (event, _) in record.events.iter().filter(|(e, _)| e.seq > past) {
-            if event.seq > checks_through {
-                first_check.get_or_insert(event.seq);
-                match serde_json::from_str::<CheckFields>(event.event.get()) {
-                    Ok(f) => {
-                        // Already there if sled kept this part of the batch.
-                        checks.file(
-                            tree,
-                            &event.conversation.account,
-                            &f.webhook_event_id,
-                            f.timestamp,
-                        )?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(seq = event.seq, error.message = %e, "an event without its id: no redelivery check")
-                    }
-                }
+        for (event, _) in &record.events {
+            if event.seq > checkpoint {
+                uncovered.add(event.conversation.clone(), event.seq, event.seq);
             }
-            if event.seq <= sled_last {
+            last = last.max(event.seq);
+            if event.seq <= checks_through {
                 continue;
             }
-            first.get_or_insert(event.seq);
-            last = last.max(event.seq);
-            match spans.iter_mut().find(|(k, _, _)| *k == event.conversation) {
-                Some(span) => span.2 = event.seq,
-                None => spans.push((event.conversation.clone(), event.seq, event.seq)),
+            first_check.get_or_insert(event.seq);
+            match serde_json::from_str::<CheckFields>(event.event.get()) {
+                Ok(f) => {
+                    // Already there if sled kept this part of the batch.
+                    checks.file(
+                        tree,
+                        &event.conversation.account,
+                        &f.webhook_event_id,
+                        f.timestamp,
+                    )?;
+                }
+                Err(e) => {
+                    tracing::warn!(seq = event.seq, error.message = %e, "an event without its id: no redelivery check")
+                }
             }
         }
-        if let Some(first) = first {
-            let marks = uncovered.batch(first, last, &spans);
-            write_to_sled(tree, &checks, marks, last)?;
-        } else {
-            checks.write(tree, last)?;
-        }
+        checks.write(tree, last)?;
         if let Some(first_check) = first_check {
             redelivery.hold(checks, first_check);
         }
     }
     redelivery.write_held(tree, last, true)?;
-    if last > sled_last {
-        tracing::warn!(
-            from = sled_last + 1,
-            to = last,
-            "journal events the database lost in a crash were recovered from the event log"
-        );
-    }
+    store_marks(tree, uncovered, last)?;
     Ok(last)
 }
 
@@ -999,7 +1019,7 @@ fn prune(parts: &Parts<'_>, now_ms: i64) -> Result<usize, StorageError> {
         }
         let (covered_below, checkpoint) = {
             let uncovered = lock(parts.uncovered);
-            (uncovered.covered_below(), uncovered.checkpoint())
+            (uncovered.covered_below(), uncovered.stored_checkpoint())
         };
         if last >= covered_below {
             if last > checkpoint {
@@ -1711,11 +1731,12 @@ mod tests {
             journal.clear_pending(&key("Ub"), 1).unwrap();
             journal.clear_pending(&key("Ua"), 2).unwrap();
             assert_eq!(journal.pending_conversations(), [(key("Ua"), 3)]);
-            // Checkpoints are written with batches: one more moves it past Ub's event.
             journal
                 .append(&demo(), vec![event("E4", "Uc", "c1")], 1)
                 .await
                 .unwrap();
+            // The checkpoint is stored every 50 ms while events come, and when idle.
+            journal.settle().await.unwrap();
         }
         let db = crate::storage::reopen(dir.path());
         let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
@@ -1724,7 +1745,11 @@ mod tests {
             [(key("Ua"), 3), (key("Uc"), 4)],
             "Ub was covered before the crash"
         );
-        // Once covered, the records behind the checkpoint go with the next batch.
+        assert_eq!(
+            keys_with_prefix(&journal, b"r"),
+            0,
+            "no record per batch: the event log says whose events are past the checkpoint"
+        );
         journal.clear_pending(&key("Ua"), 3).unwrap();
         journal.clear_pending(&key("Uc"), 4).unwrap();
         journal
@@ -1732,15 +1757,97 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(journal.pending_conversations(), [(key("Ud"), 5)]);
-        assert_eq!(
-            keys_with_prefix(&journal, b"r"),
-            1,
-            "only the last batch's record"
-        );
     }
 
     #[actix_web::test]
-    async fn a_conversation_left_uncovered_gets_its_own_mark_and_no_longer_holds_records() {
+    async fn a_checkpoint_and_sequence_number_stored_before_a_crash_are_caught_up_from_the_event_log(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
+            for (id, user) in [("E1", "Ua"), ("E2", "Ub"), ("E3", "Uc")] {
+                journal
+                    .append(&demo(), vec![event(id, user, "x")], 1)
+                    .await
+                    .unwrap();
+            }
+            journal.clear_pending(&key("Ua"), 1).unwrap();
+            journal.settle().await.unwrap();
+            for (id, user) in [("E4", "Ud"), ("E5", "Ua")] {
+                journal
+                    .append(&demo(), vec![event(id, user, "x")], 1)
+                    .await
+                    .unwrap();
+            }
+            // A crash before the writer stored them again: sled has older ones.
+            let tree = &journal.inner.tree;
+            tree.insert(LAST_SEQ, &1u64.to_be_bytes()).unwrap();
+            tree.insert(super::super::uncovered::CHECKPOINT, &0u64.to_be_bytes())
+                .unwrap();
+            journal.inner.db.flush().unwrap();
+        }
+        let db = crate::storage::reopen(dir.path());
+        let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
+        assert_eq!(journal.last_seq(), 5, "from the event log");
+        assert_eq!(
+            journal.pending_conversations(),
+            [
+                (key("Ua"), 5),
+                (key("Ub"), 2),
+                (key("Uc"), 3),
+                (key("Ud"), 4)
+            ],
+            "every chat with events past the stored checkpoint"
+        );
+        let seqs: Vec<u64> = journal
+            .events_after(&key("Ua"), 1)
+            .map(|e| e.unwrap().seq)
+            .collect();
+        assert_eq!(seqs, [5]);
+        let outcome = journal
+            .append(&demo(), vec![event("E6", "Ue", "x")], 1)
+            .await
+            .unwrap();
+        assert_eq!(outcome.stored, [6], "no sequence number handed out twice");
+    }
+
+    #[actix_web::test]
+    async fn the_batch_records_of_an_earlier_release_are_read_once_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
+            journal
+                .append(&demo(), vec![event("E1", "Ua", "x")], 1)
+                .await
+                .unwrap();
+            journal.clear_pending(&key("Ua"), 1).unwrap();
+            journal.settle().await.unwrap();
+            // As an earlier release stored its batch: first seq in the key; last seq, then
+            // each chat with its latest event.
+            let mut value = 1u64.to_be_bytes().to_vec();
+            value.extend_from_slice(format!("{}\t1\n", key("Ub")).as_bytes());
+            let tree = &journal.inner.tree;
+            tree.insert([&b"r"[..], &1u64.to_be_bytes()].concat(), value)
+                .unwrap();
+            tree.insert(super::super::uncovered::CHECKPOINT, &0u64.to_be_bytes())
+                .unwrap();
+            journal.inner.db.flush().unwrap();
+        }
+        let db = crate::storage::reopen(dir.path());
+        let journal = Journal::open(db, dir.path(), Durability::Os).unwrap();
+        assert_eq!(
+            journal.pending_conversations(),
+            [(key("Ua"), 1), (key("Ub"), 1)],
+            "the record's chat, and the log's"
+        );
+        assert_eq!(keys_with_prefix(&journal, b"r"), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_conversation_left_uncovered_gets_its_own_mark_and_no_longer_holds_the_checkpoint_back(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         {
             let journal = keeping_events_for(dir.path(), 0);
@@ -1756,15 +1863,10 @@ mod tests {
                 journal.clear_pending(&key("Ua"), i + 2).unwrap();
             }
             assert_eq!(keys_with_prefix(&journal, b"p"), 1);
-            assert!(
-                keys_with_prefix(&journal, b"r") <= 5,
-                "{} records kept behind a stuck conversation",
-                keys_with_prefix(&journal, b"r")
-            );
         }
         let journal = keeping_events_for(dir.path(), 0);
-        // Ua's last event was covered after its batch was written, and no later batch moved
-        // the checkpoint: it is resumed once more, and its snapshot then clears it.
+        // Ua's last event was covered after the checkpoint was last stored: it is resumed once
+        // more, and its snapshot then clears it.
         assert_eq!(
             journal.pending_conversations(),
             [(key("Ua"), 41), (key("Ustuck"), 1)]
@@ -1775,7 +1877,7 @@ mod tests {
         drop(journal);
         let journal = keeping_events_for(dir.path(), 0);
         assert_eq!(journal.pending_conversations(), [(key("Ustuck"), 1)]);
-        assert!(journal.uncovered().checkpoint() >= 30);
+        assert!(journal.uncovered().stored_checkpoint() >= 30);
         journal.clear_pending(&key("Ustuck"), 1).unwrap();
         assert_eq!(keys_with_prefix(&journal, b"p"), 0);
         assert!(journal.pending_conversations().is_empty());

@@ -1,20 +1,21 @@
 //! Which conversations have journal events that no snapshot covers yet: after a crash those
 //! conversations must be resumed, or a customer's message would wait until they write again.
 //!
-//! Marking each event durably cost a sled key per event and a read plus compare-and-swap per
-//! snapshot, a third of the journal's sled work. The marks are kept in memory instead, and
-//! what a crash must not lose is made durable per batch:
-//! - each batch stores one record listing its conversations (`r` first-seq → `last` + lines);
-//! - a checkpoint (`mchk`) says every event at or below it is covered, and the records behind
-//!   it are removed in the same batch;
+//! The marks are kept in memory. The event log already says which conversation each event
+//! belongs to, so what a crash must not lose is only how far the log needs reading again:
+//! - a checkpoint (`mchk`) says every event at or below it is covered; a start rebuilds the
+//!   marks from the log's events past it. It is stored every so often, not per batch: a
+//!   stale one only makes a start read a little more of the log;
 //! - a conversation that stays uncovered for long (an actor that keeps failing, a chat with
 //!   fewer events than `conversation.snapshot_every`) gets a `p` key of its own, so that the
-//!   checkpoint can move past it and the records behind it do not pile up.
+//!   checkpoint can move past it, and the log's older segments can go.
 //!
 //! A snapshot saved before the checkpoint moved is in sled's log before the checkpoint, and
 //! sled recovers a prefix of its log: a recovered checkpoint never claims an unsaved event.
+//! Releases before this one also stored one `r` record per journal batch; they are read once
+//! and removed (see [`Uncovered::load`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use linedesk_actors::domain::ConversationKey;
 
@@ -52,47 +53,37 @@ pub(super) struct Uncovered {
     marks: HashMap<ConversationKey, Mark>,
     /// Unpromoted marks by their first uncovered event: the lowest holds the checkpoint.
     by_first: BTreeSet<(u64, ConversationKey)>,
-    /// The `r` records still stored, as (first, last) sequence numbers, oldest first.
-    records: VecDeque<(u64, u64)>,
+    /// Every event at or below it is covered by a snapshot.
     checkpoint: u64,
+    /// The checkpoint sled has: what a start would read the log from.
+    stored: u64,
+    /// `r` records of an earlier release, to remove once the checkpoint is stored.
+    legacy_records: Vec<Vec<u8>>,
     /// [`PROMOTE_AFTER`], smaller in tests.
     promote_after: u64,
 }
 
-/// What one batch adds to sled for the marks.
+/// The `p` keys a batch adds to sled.
 #[derive(Debug, Default)]
 pub(super) struct BatchMarks {
     pub inserts: Vec<(Vec<u8>, Vec<u8>)>,
-    pub removes: Vec<Vec<u8>>,
-}
-
-impl BatchMarks {
-    pub fn is_empty(&self) -> bool {
-        self.inserts.is_empty() && self.removes.is_empty()
-    }
-
-    pub fn into_batch(self, batch: &mut sled::Batch) {
-        for (key, value) in self.inserts {
-            batch.insert(key, value);
-        }
-        for key in self.removes {
-            batch.remove(key);
-        }
-    }
 }
 
 impl Uncovered {
-    /// Rebuilds the marks from what the last run left in the journal tree.
+    /// Loads the checkpoint and the `p` keys the last run left in the journal tree; the marks
+    /// of the events past the checkpoint come from the event log (see [`Uncovered::add`]).
     pub fn load(tree: &sled::Tree, promote_after: u64) -> Result<Self, StorageError> {
         let mut this = Self {
             marks: HashMap::new(),
             by_first: BTreeSet::new(),
-            records: VecDeque::new(),
             checkpoint: 0,
+            stored: 0,
+            legacy_records: Vec::new(),
             promote_after,
         };
         if let Some(v) = tree.get(CHECKPOINT)? {
             this.checkpoint = decode_seq(CHECKPOINT, &v)?;
+            this.stored = this.checkpoint;
         }
         for entry in tree.scan_prefix([PROMOTED]) {
             let (key, value) = entry?;
@@ -111,8 +102,8 @@ impl Uncovered {
         for entry in tree.scan_prefix([RECORD]) {
             let (key, value) = entry?;
             let first = decode_seq(&key, key.get(1..).unwrap_or_default())?;
-            let (last, conversations) = decode_record(&key, &value)?;
-            this.records.push_back((first, last));
+            let (_, conversations) = decode_record(&key, &value)?;
+            this.legacy_records.push(key.to_vec());
             for (conversation, latest) in conversations {
                 if latest > this.checkpoint {
                     this.add(conversation, first, latest);
@@ -133,24 +124,15 @@ impl Uncovered {
     }
 
     /// Records a batch's events: `latest` lists each conversation with its first and latest
-    /// new sequence number, `first..=last` is the batch. Returns the sled writes that make the
-    /// marks durable, to apply atomically with the batch.
-    pub fn batch(
-        &mut self,
-        first: u64,
-        last: u64,
-        latest: &[(ConversationKey, u64, u64)],
-    ) -> BatchMarks {
+    /// new sequence number, `last` the batch's last. Returns the `p` keys of the conversations
+    /// it finds long uncovered, for sled before the checkpoint is next stored.
+    pub fn batch(&mut self, last: u64, latest: &[(ConversationKey, u64, u64)]) -> BatchMarks {
         let mut out = BatchMarks::default();
         for (conversation, from, to) in latest {
             self.add(conversation.clone(), *from, *to);
         }
-        out.inserts
-            .push((record_key(first), encode_record(last, latest)));
-        self.records.push_back((first, last));
-
         self.promote(last, PROMOTE_PER_BATCH, &mut out);
-        self.advance(last, &mut out);
+        self.advance(last);
         out
     }
 
@@ -159,8 +141,21 @@ impl Uncovered {
     pub fn settle(&mut self, last: u64) -> BatchMarks {
         let mut out = BatchMarks::default();
         self.promote(last, usize::MAX, &mut out);
-        self.advance(last, &mut out);
+        self.advance(last);
         out
+    }
+
+    /// The checkpoint to store, if it moved since it was last stored; the `p` keys the marks
+    /// returned must be in sled first.
+    pub fn to_store(&self) -> Option<u64> {
+        let moved = self.checkpoint != self.stored || !self.legacy_records.is_empty();
+        moved.then_some(self.checkpoint)
+    }
+
+    /// `checkpoint` is in sled now; so are the marks of earlier releases' records, which may go.
+    pub fn stored(&mut self, checkpoint: u64) -> Vec<Vec<u8>> {
+        self.stored = checkpoint;
+        std::mem::take(&mut self.legacy_records)
     }
 
     fn promote(&mut self, last: u64, limit: usize, out: &mut BatchMarks) {
@@ -186,20 +181,8 @@ impl Uncovered {
         }
     }
 
-    fn advance(&mut self, last: u64, out: &mut BatchMarks) {
-        let checkpoint = self.by_first.first().map_or(last, |(first, _)| first - 1);
-        if checkpoint != self.checkpoint {
-            self.checkpoint = checkpoint;
-            out.inserts
-                .push((CHECKPOINT.to_vec(), checkpoint.to_be_bytes().to_vec()));
-        }
-        while let Some(&(first, last)) = self.records.front() {
-            if last > checkpoint {
-                break;
-            }
-            self.records.pop_front();
-            out.removes.push(record_key(first));
-        }
+    fn advance(&mut self, last: u64) {
+        self.checkpoint = self.by_first.first().map_or(last, |(first, _)| first - 1);
     }
 
     /// A snapshot of `conversation` covers its events up to `applied`; `next`, when known, is
@@ -227,7 +210,9 @@ impl Uncovered {
         None
     }
 
-    fn add(&mut self, conversation: ConversationKey, first: u64, latest: u64) {
+    /// `conversation` has events `first..=latest` (some perhaps covered already); at a start,
+    /// one call per event of the log past the checkpoint, in order.
+    pub fn add(&mut self, conversation: ConversationKey, first: u64, latest: u64) {
         match self.marks.get_mut(&conversation) {
             Some(mark) => mark.latest = mark.latest.max(latest),
             None => {
@@ -247,9 +232,10 @@ impl Uncovered {
         }
     }
 
-    /// Every event at or below it is covered by a snapshot, as last stored.
-    pub fn checkpoint(&self) -> u64 {
-        self.checkpoint
+    /// Every event at or below it is covered by a snapshot, as last stored: a start reads
+    /// the event log from the next one.
+    pub fn stored_checkpoint(&self) -> u64 {
+        self.stored
     }
 
     /// The conversation's first event no snapshot covers, if it has one uncovered.
@@ -257,15 +243,15 @@ impl Uncovered {
         self.marks.get(conversation).map(|m| m.first)
     }
 
-    /// The event log need keep no event below it: those are covered (past the checkpoint, and
-    /// before the first uncovered event of every conversation with a `p` key, which the
-    /// checkpoint has moved past) or set aside in sled.
+    /// The event log need keep no event below it: those are covered (past the stored
+    /// checkpoint, and before the first uncovered event of every conversation with a `p` key,
+    /// which the checkpoint has moved past) or set aside in sled.
     pub fn covered_below(&self) -> u64 {
         self.marks
             .values()
             .filter(|m| m.promoted)
             .map(|m| m.first.max(m.aside + 1))
-            .fold(self.checkpoint + 1, u64::min)
+            .fold(self.stored + 1, u64::min)
     }
 
     /// The conversations with a `p` key whose uncovered events in the event log begin at or
@@ -302,13 +288,6 @@ impl Uncovered {
     }
 }
 
-fn record_key(first: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9);
-    key.push(RECORD);
-    key.extend_from_slice(&first.to_be_bytes());
-    key
-}
-
 fn promoted_key(conversation: &ConversationKey) -> Vec<u8> {
     let name = conversation.to_string();
     let mut key = Vec::with_capacity(1 + name.len());
@@ -317,19 +296,8 @@ fn promoted_key(conversation: &ConversationKey) -> Vec<u8> {
     key
 }
 
-/// `last` (8 bytes), then one `conversation \t latest` line per conversation.
-fn encode_record(last: u64, latest: &[(ConversationKey, u64, u64)]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(8 + latest.len() * 48);
-    value.extend_from_slice(&last.to_be_bytes());
-    for (conversation, _, latest) in latest {
-        value.extend_from_slice(conversation.to_string().as_bytes());
-        value.push(b'\t');
-        value.extend_from_slice(latest.to_string().as_bytes());
-        value.push(b'\n');
-    }
-    value
-}
-
+/// `last` (8 bytes), then one `conversation \t latest` line per conversation: the `r` records
+/// of earlier releases.
 fn decode_record(
     key: &[u8],
     value: &[u8],
@@ -403,12 +371,12 @@ mod tests {
             out.inserts.iter().filter(p).count()
         };
         // 149 of them 50 events behind the newest: due.
-        let mut counts = vec![promoted(&uncovered.batch(1, 200, &behind))];
+        let mut counts = vec![promoted(&uncovered.batch(200, &behind))];
         for batch in 0..5u64 {
             let seq = 1_000 + batch;
             let other = LineSource::user(format!("V{batch:032x}")).unwrap();
             let newest = [(ConversationKey::new(account.clone(), other), seq, seq)];
-            counts.push(promoted(&uncovered.batch(seq, seq, &newest)));
+            counts.push(promoted(&uncovered.batch(seq, &newest)));
         }
         assert_eq!(counts, [64, 64, 64, 8, 0, 0]);
         assert_eq!(uncovered.pending().len(), 205, "all still to resume");
