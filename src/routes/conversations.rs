@@ -166,15 +166,15 @@ fn render(
 ) -> Value {
     // unwrap: the record types serialise to JSON without fail.
     let mut doc = serde_json::to_value(conversation).unwrap();
-    let records = state.outbound.outbox.records_of(&conversation.id);
+    let statuses = state.outbound.outbox.statuses_of(&conversation.id);
     if let Some(entries) = doc["transcript"].as_array_mut() {
         for (entry, original) in entries.iter_mut().zip(&conversation.transcript) {
             entry["preview"] = Value::String(original.preview());
             if let Some(outgoing) = &original.outgoing {
-                entry["delivery"] = match &records {
-                    Ok(records) => records
+                entry["delivery"] = match &statuses {
+                    Ok(statuses) => statuses
                         .get(outgoing)
-                        .map_or(Value::Null, |r| serde_json::to_value(&r.status).unwrap()),
+                        .map_or(Value::Null, |s| serde_json::to_value(s).unwrap()),
                     Err(e) => json!({"status": "unknown", "reason": e.to_string()}),
                 };
             }

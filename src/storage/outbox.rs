@@ -5,10 +5,10 @@
 //! Tree `outbox`:
 //! - `q` seq(be u64)        → [`OutboxRecord`] (JSON, versioned) of a message not final yet, in
 //!   the order stored: the message, its LINE requests, its progress.
-//! - `f` conversation `/` seq(be u64) outgoing-id → the record once final: kept after
-//!   delivery, for the transcript's delivery status, without what it said; kept whole after a
-//!   failure (see [`SledOutbox::update`]). The conversation is the part of the message's id
-//!   before its first `/` (ids are `{conversation}/...`).
+//! - `f` conversation `/` seq(be u64) outgoing-id → the record once final: after delivery,
+//!   only its status, for the transcript (see [`Final`]); kept whole after a failure (see
+//!   [`SledOutbox::update`]). The conversation is the part of the message's id before its
+//!   first `/` (ids are `{conversation}/...`).
 //!
 //! Both key in the order messages are stored, so writes go to the last pages of the tree, or
 //! of a conversation's part of it: a few pages sled's cache holds, where keys by id would
@@ -83,40 +83,6 @@ pub enum SentVia {
 }
 
 impl OutboxRecord {
-    /// What is kept of a message LINE accepted (see [`SledOutbox::update`]).
-    fn delivered(&self) -> Self {
-        let outgoing = &self.outgoing;
-        Self {
-            outgoing: Outgoing {
-                id: outgoing.id.clone(),
-                key: outgoing.key.clone(),
-                conversation: outgoing.conversation.clone(),
-                origin: outgoing.origin.clone(),
-                contents: Vec::new(),
-                quick_replies: Vec::new(),
-                reply_token: None,
-                show_sender: outgoing.show_sender,
-                created_at_ms: outgoing.created_at_ms,
-            },
-            requests: self
-                .requests
-                .iter()
-                .map(|r| PlannedRequest {
-                    messages: Vec::new(),
-                    retry_key: r.retry_key.clone(),
-                    sent: r.sent,
-                })
-                .collect(),
-            v: self.v,
-            seq: self.seq,
-            status: self.status.clone(),
-            attempts: self.attempts,
-            first_attempt_at_ms: self.first_attempt_at_ms,
-            next_attempt_at_ms: self.next_attempt_at_ms,
-            reply_tried: true,
-        }
-    }
-
     /// The first request not sent yet.
     pub fn next_request(&self) -> Option<usize> {
         self.requests.iter().position(|r| r.sent.is_none())
@@ -179,46 +145,62 @@ impl SledOutbox {
         let _ = self.notify.set(to);
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<OutboxRecord>, StorageError> {
+    /// What is stored of message `id`: whole while it waits and after a failure, only its
+    /// status once delivered.
+    pub fn find(&self, id: &str) -> Result<Option<Final>, StorageError> {
         let seq = self.pending_seq(id);
         if let Some(seq) = seq {
             // Gone if it just became final: then it is under `f`, written first.
             if let Some(bytes) = self.tree.get(pending_key(seq))? {
-                return decode(id, &bytes).map(Some);
+                return decode(id, &bytes).map(|r| Some(Final::Whole(Box::new(r))));
             }
         }
         if let Some(key) = self.final_key_of(id)? {
             if let Some(bytes) = self.tree.get(key)? {
-                return decode(id, &bytes).map(Some);
+                return decode_final(id, &bytes).map(Some);
             }
         }
         match self.tree.get(record_key(id))? {
-            Some(bytes) => decode(id, &bytes).map(Some),
+            Some(bytes) => decode(id, &bytes).map(|r| Some(Final::Whole(Box::new(r)))),
             None => Ok(None),
         }
     }
 
-    /// Every record of a conversation's messages, by id: what its transcript's delivery
-    /// statuses come from, in one pass over its part of the tree.
-    pub fn records_of(
+    /// The whole record of message `id`, if it has one: waiting, failed, or stored by an
+    /// earlier release. A delivered message has only its status ([`SledOutbox::find`]).
+    pub fn get(&self, id: &str) -> Result<Option<OutboxRecord>, StorageError> {
+        Ok(match self.find(id)? {
+            Some(Final::Whole(record)) => Some(*record),
+            _ => None,
+        })
+    }
+
+    /// The delivery status of each of a conversation's messages, by id: what its transcript
+    /// shows, in one pass over its part of the tree.
+    pub fn statuses_of(
         &self,
         conversation: &ConversationId,
-    ) -> Result<HashMap<String, OutboxRecord>, StorageError> {
+    ) -> Result<HashMap<String, DeliveryStatus>, StorageError> {
         let conversation = conversation.to_string();
-        let mut records = HashMap::new();
-        for prefix in [legacy_prefix(&conversation), final_prefix(&conversation)] {
-            for entry in self.tree.scan_prefix(prefix) {
-                let (_, value) = entry?;
-                let record = decode(&conversation, &value)?;
-                records.insert(record.outgoing.id.clone(), record);
-            }
+        let mut statuses = HashMap::new();
+        for entry in self.tree.scan_prefix(legacy_prefix(&conversation)) {
+            let (_, value) = entry?;
+            let record = decode(&conversation, &value)?;
+            statuses.insert(record.outgoing.id, record.status);
+        }
+        let finals = final_prefix(&conversation);
+        for entry in self.tree.scan_prefix(&finals) {
+            let (key, value) = entry?;
+            let id = String::from_utf8_lossy(key.get(finals.len() + 8..).unwrap_or_default());
+            let status = decode_final(&id, &value)?.status();
+            statuses.insert(id.into_owned(), status);
         }
         for (id, _) in self.pending_of(&conversation) {
             if let Some(record) = self.get(&id)? {
-                records.insert(id, record);
+                statuses.insert(id, record.status);
             }
         }
-        Ok(records)
+        Ok(statuses)
     }
 
     /// The `f` key of the final record of `id`, if it has one.
@@ -270,13 +252,14 @@ impl SledOutbox {
     /// The token mark is stored as [`token_spent_on_disk`] says, whatever the dispatcher's copy
     /// says.
     ///
-    /// A message LINE accepted is stored without its contents, its LINE messages and its reply
-    /// token: the transcript holds what it said, and nothing sends it again. Its retry keys,
-    /// what each request went as, and its status stay. A failed message keeps everything, for
-    /// whoever looks into why.
+    /// Of a message LINE accepted only its status is stored ([`Final::Delivered`], 9 bytes):
+    /// the transcript holds what it said, and nothing sends it again. A whole record was
+    /// ~500 bytes, and with a thousand busy chats their `f` pages outgrew sled's cache: a
+    /// third of the dispatcher's writes read a page back from disk. A failed message keeps
+    /// everything, for whoever looks into why.
     pub fn update(&self, record: &OutboxRecord) -> Result<(), StorageError> {
-        let value = if record.status.is_sent() {
-            encode(&record.delivered())
+        let value = if let Some(delivered) = encode_delivered(&record.status) {
+            delivered
         } else if token_spent_on_disk(record) == record.reply_tried {
             encode(record)
         } else {
@@ -535,6 +518,63 @@ fn decode(id: &str, bytes: &[u8]) -> Result<OutboxRecord, StorageError> {
     })
 }
 
+/// What a final record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Final {
+    /// Waiting, failed, or delivered and stored by an earlier release.
+    Whole(Box<OutboxRecord>),
+    /// Delivered: its status alone.
+    Delivered(DeliveryStatus),
+}
+
+impl Final {
+    pub fn status(self) -> DeliveryStatus {
+        match self {
+            Self::Whole(record) => record.status,
+            Self::Delivered(status) => status,
+        }
+    }
+}
+
+/// A delivered message's final record: `R` (a reply) or `P` (a push), then when LINE accepted
+/// it (be i64). A whole record is JSON, and starts with `{`.
+const SENT_REPLY: u8 = b'R';
+const SENT_PUSH: u8 = b'P';
+
+fn encode_delivered(status: &DeliveryStatus) -> Option<Vec<u8>> {
+    let (tag, at_ms) = match status {
+        DeliveryStatus::SentReply { at_ms } => (SENT_REPLY, at_ms),
+        DeliveryStatus::SentPush { at_ms } => (SENT_PUSH, at_ms),
+        _ => return None,
+    };
+    let mut value = Vec::with_capacity(9);
+    value.push(tag);
+    value.extend_from_slice(&at_ms.to_be_bytes());
+    Some(value)
+}
+
+fn decode_final(id: &str, bytes: &[u8]) -> Result<Final, StorageError> {
+    let at_ms = || -> Result<i64, StorageError> {
+        let at: [u8; 8] = bytes
+            .get(1..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StorageError::Corrupt {
+                key: format!("outbox/{id}"),
+                reason: "a delivered message's record is 9 bytes".into(),
+            })?;
+        Ok(i64::from_be_bytes(at))
+    };
+    match bytes.first() {
+        Some(&SENT_REPLY) => Ok(Final::Delivered(DeliveryStatus::SentReply {
+            at_ms: at_ms()?,
+        })),
+        Some(&SENT_PUSH) => Ok(Final::Delivered(DeliveryStatus::SentPush {
+            at_ms: at_ms()?,
+        })),
+        _ => decode(id, bytes).map(|r| Final::Whole(Box::new(r))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,10 +631,13 @@ mod tests {
         a.status = DeliveryStatus::SentPush { at_ms: 2 };
         outbox.update(&a).unwrap();
         assert_eq!(outbox.pending().unwrap(), vec![(2, "b".to_string())]);
-        // Reopened (a restart): the same retry key and the same pending list.
+        // Reopened (a restart): delivered, stored once, and the same pending list. Its retry
+        // key is not stored once delivered: planned again, the message gets the same one.
         drop(outbox);
         let again = super::SledOutbox::open(&db, Arc::new(|_: &Outgoing| Ok(vec![]))).unwrap();
-        assert_eq!(again.get("a").unwrap().unwrap().requests[0].retry_key, key);
+        assert_eq!(status(&again, "a"), DeliveryStatus::SentPush { at_ms: 2 });
+        assert!(!again.enqueue(&outgoing("a", "hi"), false).unwrap());
+        assert_eq!(retry_key(&outgoing("a", "hi"), 0), key);
         assert_eq!(again.pending().unwrap().len(), 1);
         // Send order continues after what is still pending.
         assert!(again.enqueue(&outgoing("c", "later"), false).unwrap());
@@ -688,6 +731,10 @@ mod tests {
         assert_eq!((stored.attempts, stored.reply_tried), (1, true));
     }
 
+    fn status(outbox: &SledOutbox, id: &str) -> DeliveryStatus {
+        outbox.find(id).unwrap().unwrap().status()
+    }
+
     fn delivered(mut record: OutboxRecord) -> OutboxRecord {
         record.requests[0].sent = Some(SentVia::Push);
         record.status = DeliveryStatus::SentPush { at_ms: 9 };
@@ -721,7 +768,10 @@ mod tests {
         assert!(tree.get(pending_key(1)).unwrap().is_none());
         assert!(tree.get(final_key("a", 1)).unwrap().is_some());
         assert!(tree.get(record_key("a")).unwrap().is_none());
-        assert!(outbox.get("a").unwrap().unwrap().status.is_sent());
+        assert_eq!(
+            outbox.find("a").unwrap(),
+            Some(Final::Delivered(DeliveryStatus::SentPush { at_ms: 9 }))
+        );
         assert!(
             !outbox.enqueue(&outgoing("a", "hi"), false).unwrap(),
             "stored once"
@@ -731,15 +781,17 @@ mod tests {
             "stored once"
         );
 
-        // `b` delivered, and a crash before its waiting record went.
+        // `b` delivered, and a crash before its waiting record went; its final record whole,
+        // as the previous release wrote them.
         let b = outbox.get("b").unwrap().unwrap();
-        tree.insert(final_key("b", 2), encode(&delivered(b).delivered()))
+        tree.insert(final_key("b", 2), encode(&delivered(b)))
             .unwrap();
         drop(outbox);
         let again = SledOutbox::open(&db, Arc::new(|_: &Outgoing| Ok(vec![]))).unwrap();
         assert!(again.pending().unwrap().is_empty());
         assert!(tree.get(pending_key(2)).unwrap().is_none());
-        assert!(again.get("b").unwrap().unwrap().status.is_sent());
+        assert!(status(&again, "b").is_sent());
+        assert!(status(&again, "a").is_sent());
     }
 
     /// A conversation's messages, waiting or final, and no other conversation's; a message
@@ -764,7 +816,7 @@ mod tests {
         // And one an earlier release stored by its id.
         let mut old = outbox.get(&message(&twelfth, 3).id).unwrap().unwrap();
         old.outgoing = message(&first, 0);
-        let old = delivered(old).delivered();
+        let old = delivered(old);
         let tree = db.open_tree(TREE).unwrap();
         tree.insert(record_key(&old.outgoing.id), encode(&old))
             .unwrap();
@@ -775,9 +827,9 @@ mod tests {
             outbox.stored_for(&twelfth).unwrap(),
             [message(&twelfth, 3).id]
         );
-        let records = outbox.records_of(&first).unwrap();
-        let sent = |n| records[&message(&first, n).id].status.is_sent();
-        assert_eq!(records.len(), 3);
+        let statuses = outbox.statuses_of(&first).unwrap();
+        let sent = |n| statuses[&message(&first, n).id].is_sent();
+        assert_eq!(statuses.len(), 3);
         assert!(sent(0) && sent(1) && !sent(2));
 
         assert!(
@@ -840,7 +892,7 @@ mod tests {
         assert!(outbox.enqueue(&outgoing("new", "hi"), false).unwrap());
         assert_eq!(outbox.pending().unwrap()[1].0, 7, "numbers go on");
         outbox.update(&delivered(waiting)).unwrap();
-        assert!(outbox.get("waiting").unwrap().unwrap().status.is_sent());
+        assert!(status(&outbox, "waiting").is_sent());
         assert_eq!(outbox.pending().unwrap(), vec![(7, "new".to_string())]);
     }
 
@@ -858,7 +910,7 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_message_is_kept_without_what_it_said_and_a_failed_one_whole() {
+    fn a_delivered_message_keeps_only_its_status_and_a_failed_one_everything() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let outbox = outbox(&db);
@@ -872,35 +924,29 @@ mod tests {
         }
         let mut sent = outbox.get("sent").unwrap().unwrap();
         assert!(!sent.requests[0].messages.is_empty());
-        sent.requests[0].sent = Some(SentVia::Push);
+        sent.requests[0].sent = Some(SentVia::Reply);
         sent.attempts = 1;
-        sent.status = DeliveryStatus::SentPush { at_ms: 5 };
+        sent.status = DeliveryStatus::SentReply { at_ms: 5 };
         outbox.update(&sent).unwrap();
-        let kept = outbox.get("sent").unwrap().unwrap();
-        assert!(kept.outgoing.contents.is_empty());
-        assert!(kept.outgoing.quick_replies.is_empty());
-        assert!(kept.requests[0].messages.is_empty());
-        assert!(!String::from_utf8_lossy(
-            &db.open_tree(TREE)
-                .unwrap()
-                .get(final_key("sent", sent.seq))
-                .unwrap()
-                .unwrap()
-        )
-        .contains("XKQ-SECRET"));
-        // What the transcript's delivery status and a repeat push's retry key need stays.
-        assert_eq!(kept.status, sent.status);
-        assert_eq!(kept.requests[0].retry_key, sent.requests[0].retry_key);
-        assert_eq!(kept.requests[0].sent, Some(SentVia::Push));
+        // Its status alone: what the transcript shows.
+        let stored = db
+            .open_tree(TREE)
+            .unwrap()
+            .get(final_key("sent", sent.seq))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.len(), 9);
+        assert!(!String::from_utf8_lossy(&stored).contains("XKQ-SECRET"));
         assert_eq!(
-            (
-                kept.outgoing.id.as_str(),
-                kept.outgoing.origin.clone(),
-                kept.attempts
-            ),
-            ("sent", sent.outgoing.origin.clone(), 1)
+            outbox.find("sent").unwrap(),
+            Some(Final::Delivered(sent.status.clone()))
         );
+        assert_eq!(outbox.get("sent").unwrap(), None, "no whole record");
         assert!(outbox.pending().unwrap().iter().all(|(_, id)| id != "sent"));
+        assert!(
+            !outbox.enqueue(&outgoing("sent", "again"), false).unwrap(),
+            "still stored once"
+        );
 
         let mut failed = outbox.get("failed").unwrap().unwrap();
         failed.status = DeliveryStatus::Failed {
