@@ -115,7 +115,10 @@ async fn line_webhook(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
     match receive(&account_id, &request, payload, &state).await {
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({}))),
+        // `{}`, as JSON, without building and serialising a map per webhook.
+        Ok(()) => Ok(HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body("{}")),
         Err(error) => {
             state.metrics.webhook_rejected(error.rejection());
             match &error {
