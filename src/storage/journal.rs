@@ -209,8 +209,8 @@ impl Journal {
             );
         }
         let mut uncovered = Uncovered::load(&tree, options.promote_after)?;
-        // One read of the log's tail serves both: what sled lost in a crash, and the index of
-        // what no snapshot covers (recovery only adds marks past `last_seq`).
+        // One read of the log's tail serves both: the marks, sequence number and checks sled
+        // does not hold (past its stored checkpoint), and the index of what no snapshot covers.
         let checks = Arc::new(RedeliveryChecks::open(
             &tree,
             linedesk_actors::conversation::now_ms(),

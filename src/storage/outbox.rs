@@ -6,7 +6,7 @@
 //! - `q` seq(be u64)        → [`OutboxRecord`] (JSON, versioned) of a message not final yet, in
 //!   the order stored: the message, its LINE requests, its progress.
 //! - `f` conversation `/` seq(be u64) outgoing-id → the record once final: after delivery,
-//!   only its status, for the transcript (see [`Final`]); kept whole after a failure (see
+//!   only its status, for the transcript (see [`Stored`]); kept whole after a failure (see
 //!   [`SledOutbox::update`]). The conversation is the part of the message's id before its
 //!   first `/` (ids are `{conversation}/...`).
 //!
@@ -147,12 +147,12 @@ impl SledOutbox {
 
     /// What is stored of message `id`: whole while it waits and after a failure, only its
     /// status once delivered.
-    pub fn find(&self, id: &str) -> Result<Option<Final>, StorageError> {
+    pub fn find(&self, id: &str) -> Result<Option<Stored>, StorageError> {
         let seq = self.pending_seq(id);
         if let Some(seq) = seq {
             // Gone if it just became final: then it is under `f`, written first.
             if let Some(bytes) = self.tree.get(pending_key(seq))? {
-                return decode(id, &bytes).map(|r| Some(Final::Whole(Box::new(r))));
+                return decode(id, &bytes).map(|r| Some(Stored::Whole(Box::new(r))));
             }
         }
         if let Some(key) = self.final_key_of(id)? {
@@ -161,7 +161,7 @@ impl SledOutbox {
             }
         }
         match self.tree.get(record_key(id))? {
-            Some(bytes) => decode(id, &bytes).map(|r| Some(Final::Whole(Box::new(r)))),
+            Some(bytes) => decode(id, &bytes).map(|r| Some(Stored::Whole(Box::new(r)))),
             None => Ok(None),
         }
     }
@@ -170,7 +170,7 @@ impl SledOutbox {
     /// earlier release. A delivered message has only its status ([`SledOutbox::find`]).
     pub fn get(&self, id: &str) -> Result<Option<OutboxRecord>, StorageError> {
         Ok(match self.find(id)? {
-            Some(Final::Whole(record)) => Some(*record),
+            Some(Stored::Whole(record)) => Some(*record),
             _ => None,
         })
     }
@@ -252,7 +252,7 @@ impl SledOutbox {
     /// The token mark is stored as [`token_spent_on_disk`] says, whatever the dispatcher's copy
     /// says.
     ///
-    /// Of a message LINE accepted only its status is stored ([`Final::Delivered`], 9 bytes):
+    /// Of a message LINE accepted only its status is stored ([`Stored::Delivered`], 9 bytes):
     /// the transcript holds what it said, and nothing sends it again. A whole record was
     /// ~500 bytes, and with a thousand busy chats their `f` pages outgrew sled's cache: a
     /// third of the dispatcher's writes read a page back from disk. A failed message keeps
@@ -518,16 +518,16 @@ fn decode(id: &str, bytes: &[u8]) -> Result<OutboxRecord, StorageError> {
     })
 }
 
-/// What a final record holds.
+/// What the outbox keeps of a message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Final {
+pub enum Stored {
     /// Waiting, failed, or delivered and stored by an earlier release.
     Whole(Box<OutboxRecord>),
     /// Delivered: its status alone.
     Delivered(DeliveryStatus),
 }
 
-impl Final {
+impl Stored {
     pub fn status(self) -> DeliveryStatus {
         match self {
             Self::Whole(record) => record.status,
@@ -553,7 +553,7 @@ fn encode_delivered(status: &DeliveryStatus) -> Option<Vec<u8>> {
     Some(value)
 }
 
-fn decode_final(id: &str, bytes: &[u8]) -> Result<Final, StorageError> {
+fn decode_final(id: &str, bytes: &[u8]) -> Result<Stored, StorageError> {
     let at_ms = || -> Result<i64, StorageError> {
         let at: [u8; 8] = bytes
             .get(1..)
@@ -565,13 +565,13 @@ fn decode_final(id: &str, bytes: &[u8]) -> Result<Final, StorageError> {
         Ok(i64::from_be_bytes(at))
     };
     match bytes.first() {
-        Some(&SENT_REPLY) => Ok(Final::Delivered(DeliveryStatus::SentReply {
+        Some(&SENT_REPLY) => Ok(Stored::Delivered(DeliveryStatus::SentReply {
             at_ms: at_ms()?,
         })),
-        Some(&SENT_PUSH) => Ok(Final::Delivered(DeliveryStatus::SentPush {
+        Some(&SENT_PUSH) => Ok(Stored::Delivered(DeliveryStatus::SentPush {
             at_ms: at_ms()?,
         })),
-        _ => decode(id, bytes).map(|r| Final::Whole(Box::new(r))),
+        _ => decode(id, bytes).map(|r| Stored::Whole(Box::new(r))),
     }
 }
 
@@ -770,7 +770,7 @@ mod tests {
         assert!(tree.get(record_key("a")).unwrap().is_none());
         assert_eq!(
             outbox.find("a").unwrap(),
-            Some(Final::Delivered(DeliveryStatus::SentPush { at_ms: 9 }))
+            Some(Stored::Delivered(DeliveryStatus::SentPush { at_ms: 9 }))
         );
         assert!(
             !outbox.enqueue(&outgoing("a", "hi"), false).unwrap(),
@@ -939,7 +939,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&stored).contains("XKQ-SECRET"));
         assert_eq!(
             outbox.find("sent").unwrap(),
-            Some(Final::Delivered(sent.status.clone()))
+            Some(Stored::Delivered(sent.status.clone()))
         );
         assert_eq!(outbox.get("sent").unwrap(), None, "no whole record");
         assert!(outbox.pending().unwrap().iter().all(|(_, id)| id != "sent"));
