@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::clock::Instant;
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
-use linedesk_actors::agent::{Agent, AgentEvent, Connect, Disconnect};
+use linedesk_actors::agent::{Agent, AgentEvent, Connect, Disconnect, EchoToOthers};
 use linedesk_actors::conversation::{
     AgentAction, ApplyAgentAction, AskConversation, Author, ConversationError, LiveConversations,
     Question, TransferTarget, TransitionError,
@@ -382,7 +382,8 @@ impl AgentSession {
                             (&client_msg_id, &action)
                         {
                             if view.changed {
-                                act.ports.agent.do_send(AgentEvent::Message {
+                                // This connection has its `ack`; the agent's others see it.
+                                act.echo_to_others(AgentEvent::Message {
                                     conversation: conversation.clone(),
                                     author: Author::Agent {
                                         agent: act.agent_id.clone(),
@@ -438,6 +439,16 @@ impl AgentSession {
                     Err(e) => act.error("internal", e, Some(raw_id.clone()), ctx),
                 }),
         );
+    }
+
+    fn echo_to_others(&self, event: AgentEvent) {
+        match self.session {
+            Some(from_session) => self.ports.agent.do_send(EchoToOthers {
+                from_session,
+                event,
+            }),
+            None => self.ports.agent.do_send(event),
+        }
     }
 
     /// Turns an event into its frame; an offer first gathers what the agent needs to decide.

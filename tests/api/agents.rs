@@ -429,6 +429,19 @@ async fn two_connections_of_one_agent_both_get_the_offer_and_the_first_accept_wi
     let echoed = tab2.expect("message").await;
     assert_eq!(echoed["from"], "agent");
     assert_eq!(echoed["preview"], "hello from tab 1");
+    // Not to the tab that sent it, which has its `ack`: a presence change fans out to both tabs
+    // after the echo did, so it would find the echo in tab 1 first.
+    tab1.send(json!({"type": "presence", "status": "away"}))
+        .await;
+    tab1.expect_matching(|f| f["type"] == "presence" && f["status"] == "away")
+        .await;
+    tab2.expect_matching(|f| f["type"] == "presence" && f["status"] == "away")
+        .await;
+    assert!(
+        tab1.take_seen(|f| f["type"] == "message").is_none(),
+        "{:?}",
+        tab1.seen
+    );
 }
 
 #[actix_web::test]

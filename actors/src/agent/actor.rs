@@ -115,3 +115,17 @@ impl Handler<AgentEvent> for Agent {
         }
     }
 }
+
+impl Handler<EchoToOthers> for Agent {
+    type Result = ();
+
+    fn handle(&mut self, msg: EchoToOthers, _: &mut Self::Context) {
+        for (_, sink) in self
+            .sessions
+            .iter()
+            .filter(|(session, _)| **session != msg.from_session)
+        {
+            sink.do_send(msg.event.clone());
+        }
+    }
+}

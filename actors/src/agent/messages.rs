@@ -73,6 +73,15 @@ pub struct Disconnect {
     pub session: u64,
 }
 
+/// What one of the agent's connections did, for the others: the `message` an agent sent is
+/// echoed to their other connections; the one that sent it has its `ack`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EchoToOthers {
+    pub from_session: u64,
+    pub event: AgentEvent,
+}
+
 /// The agent's identity, for the router's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentCard {
