@@ -11,10 +11,9 @@
 //! is written once and read back only by a conversation that starts or recovers.
 //!
 //! The log is what makes an event durable: a record is written (and, with `durability =
-//! "flush"`, synced) before sled gets the batch's redelivery checks and uncovered marks, which
-//! are rebuilt from the log at open if a crash cut them off. The conversations may read a
-//! record as soon as it is written, before its fsync. A torn record at the end of the newest
-//! segment is cut off at open.
+//! "flush"`, synced) before sled gets the batch's redelivery checks, uncovered marks and last
+//! sequence number, which are rebuilt from the log at open if a crash cut them off. A torn
+//! record at the end of the newest segment is cut off at open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -183,21 +182,6 @@ impl EventLog {
         events: &[StoredEvent],
         retention_ms: i64,
     ) -> Result<Vec<Place>, StorageError> {
-        let places = self.write(events, retention_ms)?;
-        if let Err(e) = self.sync_written() {
-            self.undo_last(&places)?;
-            return Err(e);
-        }
-        Ok(places)
-    }
-
-    /// [`EventLog::append`] without the sync: readable at once, durable once
-    /// [`EventLog::sync_written`] returns.
-    pub fn write(
-        &mut self,
-        events: &[StoredEvent],
-        retention_ms: i64,
-    ) -> Result<Vec<Place>, StorageError> {
         let first = events.first().map_or(0, |e| e.seq);
         let last = events.last().map_or(0, |e| e.seq);
         let now_ms = events.iter().map(|e| e.received_at_ms).max().unwrap_or(0);
@@ -238,12 +222,18 @@ impl EventLog {
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        if let Err(e) = file.write_all(&frame) {
+        let path = self.dir.join(format!("{segment:020}.events"));
+        let written = file.write_all(&frame).and_then(|()| match self.sync {
+            true => file.sync_data(),
+            false => Ok(()),
+        });
+        if let Err(e) = written {
             // Nothing of a failed batch may stay: its sequence numbers are handed out again.
             let _ = file.set_len(*len);
-            return Err(io_error(&self.dir.join(format!("{segment:020}.events")), e));
+            return Err(io_error(&path, e));
         }
         *len += frame.len() as u64;
+        self.syncs += u64::from(self.sync);
         let segment = self.segments.get_mut(segment).expect("listed");
         segment.last = last;
         segment.newest_ms = now_ms;
@@ -337,17 +327,6 @@ impl EventLog {
         let path = self.path(first);
         fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
         self.segments.remove(&first);
-        Ok(())
-    }
-
-    /// With `durability = "flush"`, syncs what [`EventLog::write`] wrote: every earlier
-    /// segment was synced by its own batches before the next one was written.
-    pub fn sync_written(&mut self) -> Result<(), StorageError> {
-        if !self.sync {
-            return Ok(());
-        }
-        self.sync()?;
-        self.syncs += 1;
         Ok(())
     }
 

@@ -48,10 +48,10 @@ const ASIDE: u8 = b'q';
 /// Most segments one retention pass removes.
 const PRUNE_PER_PASS: usize = 64;
 const LAST_SEQ: &[u8] = b"mseq";
-/// Sequence numbers up to this one may have been handed out (be u64). The conversations hear
-/// of events before their fsync, so a snapshot in sled may cover an event a power cut took
-/// from the log; a start continues past the lease, so no later event gets a number a
-/// snapshot already covers.
+/// Sequence numbers up to this one may have been handed out (be u64). With `durability =
+/// "os"` a power cut may take events from the log that a snapshot in sled already covers; a
+/// start continues past the lease, so that no later event gets a number a snapshot covers
+/// (the conversation would take it for one it has and skip it).
 const SEQ_LEASE: &[u8] = b"mlse";
 /// Sequence numbers leased at a time: one sled flush per this many events.
 const LEASE_EVENTS: u64 = 1 << 16;
@@ -294,10 +294,10 @@ impl Journal {
     }
 
     /// From now on every stored event is reported to `sink` (the registry's live
-    /// conversations), by the writer, in sequence order, as soon as the event log has them:
-    /// with `flush`, before their fsync, which the appends that stored them wait for (a
-    /// conversation asked a question reads the journal first, so a caller that saw its append
-    /// finish still finds them applied).
+    /// conversations), by the writer, in sequence order, as soon as the appends that stored
+    /// them are answered (their acknowledgement goes first; a conversation asked a question
+    /// reads the journal first, so a caller that saw its append finish still finds them
+    /// applied).
     pub fn notify(&self, sink: impl StoredEventsSink + 'static) {
         *self
             .inner
@@ -620,15 +620,16 @@ impl Writer {
                 }
             }
             match self.write(&mut group) {
-                Ok(outcomes) => {
+                Ok((outcomes, stored)) => {
                     for (append, outcome) in group.into_iter().zip(outcomes) {
                         let _ = append.done.send(Ok(outcome));
                     }
+                    self.report(stored);
                     self.write_held_checks(false);
                     self.store_marks_when_due();
                 }
                 Err(e) => {
-                    tracing::error!(error.message = %e, "journal batch failed; its deliveries are refused");
+                    tracing::error!(error.message = %e, "journal batch failed; nothing of it was stored");
                     let reason = e.to_string();
                     for append in group {
                         let _ = append
@@ -723,10 +724,13 @@ impl Writer {
         }
     }
 
-    /// Writes one group of deliveries: one event log record, the notices to the registry (by
-    /// conversation, in the order first seen, each conversation's events in sequence order),
-    /// the fsync, then sled's part. Returns each delivery's outcome.
-    fn write(&self, group: &mut [Append]) -> Result<Vec<AppendOutcome>, StorageError> {
+    /// Writes one group of deliveries: one event log record, then sled's part. Returns each delivery's
+    /// outcome, and the new events by conversation (in the order first seen, each
+    /// conversation's events in sequence order) for the registry.
+    fn write(
+        &self,
+        group: &mut [Append],
+    ) -> Result<(Vec<AppendOutcome>, Vec<EventsStored>), StorageError> {
         let mut seq = self.last_seq.load(Ordering::SeqCst);
         let most = seq + group.iter().map(|a| a.events.len() as u64).sum::<u64>();
         if most > self.leased.get() {
@@ -801,50 +805,44 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
+        if seq != first_seq {
+            // The log first: it is what makes the events durable (see `super::event_log`).
+            let mut log = lock(&self.log);
+            let places = log.append(&records, self.event_retention_ms)?;
+            // Held until sled has the `p` keys, so that a checkpoint is never stored past a
+            // conversation whose key sled has not taken yet. If writing fails, the marks of its
+            // events stay: harmless, they only keep those conversations marked for longer.
+            let mut uncovered = self.uncovered.lock().unwrap_or_else(|p| p.into_inner());
+            let marks = uncovered.batch(seq, &spans);
+            if let Err(e) = write_to_sled(&self.tree, &checks, marks, seq) {
+                // Neither the log nor the checks may keep a batch whose callers hear it failed.
+                if let Err(undo) = log.undo_last(&places) {
+                    tracing::error!(error.message = %undo, "could not remove a failed batch's events from the event log");
+                }
+                checks.undo(&self.tree);
+                return Err(e);
+            }
+            drop(log);
+            drop(uncovered);
+            self.checks.hold(checks, first_seq + 1);
+            // Before the registry hears of them: a conversation that reads the journal finds them.
+            let mut index = lock(&self.index);
+            for (record, place) in records.iter().zip(places) {
+                index.add(&record.conversation, place);
+            }
+            drop(index);
+            self.last_seq.store(seq, Ordering::SeqCst);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
         if seq == first_seq {
             self.settle()?;
             if group.iter().any(|a| a.account.is_none()) {
                 // Asked to settle: the server is stopping. The next start continues at once.
                 self.lease(seq)?;
             }
-            return Ok(outcomes);
         }
-        // The log first: it is what makes the events durable (see `super::event_log`).
-        let mut log = lock(&self.log);
-        let places = log.write(&records, self.event_retention_ms)?;
-        let marks = lock(&self.uncovered).batch(seq, &spans);
-        // Before the registry hears of them: a conversation that reads the journal finds them.
-        let mut index = lock(&self.index);
-        for (record, place) in records.iter().zip(places) {
-            index.add(&record.conversation, place);
-        }
-        drop(index);
-        self.last_seq.store(seq, Ordering::SeqCst);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        // The conversations act on the events while the fsync runs: it no longer stands
-        // between a customer's message and the agent (2-4 ms at p50 under load). Nothing they
-        // write can outlive the events in a power cut: sequence numbers are leased (see
-        // `SEQ_LEASE`), and a check that would refuse LINE's redelivery goes to sled only
-        // after the sync.
-        self.report(stored.into_iter().map(|(notice, _)| notice).collect());
-        if let Err(e) = log.sync_written() {
-            // The conversations have the events, so they stay, and their sequence numbers are
-            // spent; without their checks, LINE's redelivery is stored again (a customer
-            // message may show twice after a power cut, none is lost).
-            tracing::error!(error.message = %e, "the event log could not be synced; the batch is refused");
-            return Err(e);
-        }
-        drop(log);
-        let written = {
-            // Under the lock: a conversation covered meanwhile has no `p` key to write.
-            let uncovered = lock(&self.uncovered);
-            write_to_sled(&self.tree, &checks, marks.still_promoted(&uncovered), seq)
-        };
-        // The events are durable: their checks are kept (in memory if sled failed; the log
-        // has them too), so a redelivery of a batch refused below is acknowledged, not stored.
-        self.checks.hold(checks, first_seq + 1);
-        written?;
-        Ok(outcomes)
+        let stored = stored.into_iter().map(|(notice, _)| notice).collect();
+        Ok((outcomes, stored))
     }
 
     /// Stores [`SEQ_LEASE`] durably before any number past the last lease is handed out.
@@ -1737,12 +1735,8 @@ mod tests {
     async fn after_a_crash_numbers_continue_past_the_lease_even_if_the_log_lost_its_tail() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let journal = Journal::open(
-                sled::open(dir.path()).unwrap(),
-                dir.path(),
-                Durability::Flush,
-            )
-            .unwrap();
+            let journal =
+                Journal::open(sled::open(dir.path()).unwrap(), dir.path(), Durability::Os).unwrap();
             for id in ["E1", "E2"] {
                 journal
                     .append(&demo(), vec![event(id, "Ua", "x")], 1)
@@ -1750,15 +1744,15 @@ mod tests {
                     .unwrap();
             }
         }
-        // A power cut took the events the conversations had already seen (and a snapshot of
-        // theirs, in sled, may cover): no later event may get their numbers.
+        // A power cut took events (`durability = "os"`) a snapshot in sled may cover: no later
+        // event may get their numbers.
         for entry in std::fs::read_dir(dir.path().join("events")).unwrap() {
             std::fs::remove_file(entry.unwrap().path()).unwrap();
         }
         let journal = Journal::open(
             crate::storage::reopen(dir.path()),
             dir.path(),
-            Durability::Flush,
+            Durability::Os,
         )
         .unwrap();
         assert!(journal.last_seq() >= LEASE_EVENTS, "{}", journal.last_seq());

@@ -67,27 +67,6 @@ pub(super) struct Uncovered {
 #[derive(Debug, Default)]
 pub(super) struct BatchMarks {
     pub inserts: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Whose each insert is.
-    promoted: Vec<ConversationKey>,
-}
-
-impl BatchMarks {
-    /// Without the conversations a snapshot covered since they were promoted: their `p` key
-    /// was removed, or never written, and must not come back.
-    pub fn still_promoted(self, uncovered: &Uncovered) -> Self {
-        let (promoted, inserts) = self
-            .promoted
-            .into_iter()
-            .zip(self.inserts)
-            .filter(|(conversation, _)| {
-                uncovered
-                    .marks
-                    .get(conversation)
-                    .is_some_and(|m| m.promoted)
-            })
-            .unzip();
-        Self { inserts, promoted }
-    }
 }
 
 impl Uncovered {
@@ -199,7 +178,6 @@ impl Uncovered {
             mark.promoted = true;
             out.inserts
                 .push((promoted_key(&conversation), encode_promoted(mark)));
-            out.promoted.push(conversation);
         }
     }
 
