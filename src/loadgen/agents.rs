@@ -7,6 +7,7 @@
 //! Frames in: `hello`, `presence`, `offer`, `assigned`, `offer_revoked`, `message`, `ack`,
 //! `error` (counted by code); the others are ignored. Frames out: `presence`, `accept`, `send`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::rc::Rc;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use awc::ws;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -137,6 +139,53 @@ impl AgentPool {
     }
 }
 
+/// What loadgen reads of a server frame: the fields its agents act on, borrowed where the JSON
+/// has no escapes. Typed rather than a `serde_json::Value` tree: loadgen shares the machine
+/// with the server it measures, so its own CPU is kept low.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    conversation_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    from: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    preview: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<FrameContent<'a>>,
+    #[serde(default, borrow)]
+    recent_messages: Vec<RecentMessage<'a>>,
+    #[serde(default, borrow)]
+    client_msg_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct FrameContent<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RecentMessage<'a> {
+    #[serde(default, borrow)]
+    preview: Option<Cow<'a, str>>,
+}
+
+/// An agent's reply to a customer message.
+#[derive(Serialize)]
+struct SendFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    conversation_id: &'a str,
+    client_msg_id: &'a str,
+    text: &'a str,
+}
+
 /// A frame waiting to be written.
 enum Outgoing {
     Frame(String),
@@ -176,9 +225,9 @@ impl AgentClient {
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {
-                    Some(Ok(ws::Frame::Text(bytes))) => match serde_json::from_slice::<Value>(&bytes) {
+                    Some(Ok(ws::Frame::Text(bytes))) => match serde_json::from_slice::<Frame<'_>>(&bytes) {
                         Ok(frame) => agent.on_frame(&frame),
-                        Err(e) => agent.ws_error(format!("agent {}: a frame is not JSON: {e}", agent.index)),
+                        Err(e) => agent.ws_error(format!("agent {}: a frame could not be read: {e}", agent.index)),
                     },
                     Some(Ok(ws::Frame::Ping(bytes))) => {
                         let _ = agent.out.send(Outgoing::Message(ws::Message::Pong(bytes)));
@@ -217,9 +266,15 @@ impl AgentClient {
         let _ = self.out.send(Outgoing::Frame(frame.to_string()));
     }
 
-    fn on_frame(&mut self, frame: &Value) {
-        let text = |key: &str| frame[key].as_str().unwrap_or_default().to_owned();
-        match frame["type"].as_str().unwrap_or_default() {
+    fn on_frame(&mut self, frame: &Frame<'_>) {
+        let conversation = || {
+            frame
+                .conversation_id
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match &*frame.kind {
             "hello" => self.send(json!({"type": "presence", "status": "available"})),
             "presence" => {
                 if let Some(ready) = self.ready.take() {
@@ -227,28 +282,22 @@ impl AgentClient {
                 }
             }
             "offer" => {
-                let conversation = text("conversation_id");
-                let previews = frame["recent_messages"]
-                    .as_array()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|m| m["preview"].as_str())
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default();
+                let conversation = conversation();
+                let previews: Vec<&str> = frame
+                    .recent_messages
+                    .iter()
+                    .filter_map(|m| m.preview.as_deref())
+                    .collect();
                 let mine = self.saw(&previews, true);
                 let mut state = self.run.state.borrow_mut();
                 state.recorder.agents.offers += 1;
                 state.tracker.offered(mine.len() as u64);
                 drop(state);
-                self.offered
-                    .entry(conversation.clone())
-                    .or_default()
-                    .extend(mine);
                 self.send(json!({"type": "accept", "conversation_id": conversation}));
+                self.offered.entry(conversation).or_default().extend(mine);
             }
             "assigned" => {
-                let conversation = text("conversation_id");
+                let conversation = conversation();
                 let mine = self.offered.remove(&conversation).unwrap_or_default();
                 let mut state = self.run.state.borrow_mut();
                 state.recorder.agents.assigned += 1;
@@ -261,15 +310,17 @@ impl AgentClient {
             "offer_revoked" => {
                 let mut state = self.run.state.borrow_mut();
                 state.recorder.agents.offers_revoked += 1;
-                if let Some(mine) = self.offered.remove(&text("conversation_id")) {
+                if let Some(mine) = self.offered.remove(&conversation()) {
                     state.tracker.hand_back(mine);
                 }
             }
-            "message" if frame["from"] == "customer" => {
-                let conversation = text("conversation_id");
-                let body = frame["content"]["text"]
-                    .as_str()
-                    .or(frame["preview"].as_str())
+            "message" if frame.from.as_deref() == Some("customer") => {
+                let conversation = conversation();
+                let body = frame
+                    .content
+                    .as_ref()
+                    .and_then(|c| c.text.as_deref())
+                    .or(frame.preview.as_deref())
                     .unwrap_or_default();
                 for n in self.saw(&[body], false) {
                     self.run.state.borrow_mut().tracker.reply_scheduled();
@@ -277,8 +328,8 @@ impl AgentClient {
                 }
             }
             "ack" => {
-                if let Some(Marker::Reply(n)) = markers::parse(&text("client_msg_id"), self.run.id)
-                {
+                let id = frame.client_msg_id.as_deref().unwrap_or_default();
+                if let Some(Marker::Reply(n)) = markers::parse(id, self.run.id) {
                     let mut state = self.run.state.borrow_mut();
                     if let Some(latency) = state.tracker.acked(n, Instant::now()) {
                         state.recorder.agents.acks += 1;
@@ -288,13 +339,10 @@ impl AgentClient {
                     self.run.changed.notify_one();
                 }
             }
-            "error" => self
-                .run
-                .state
-                .borrow_mut()
-                .recorder
-                .errors
-                .error_frame(&text("code"), &text("message")),
+            "error" => self.run.state.borrow_mut().recorder.errors.error_frame(
+                frame.code.as_deref().unwrap_or_default(),
+                frame.message.as_deref().unwrap_or_default(),
+            ),
             _ => {}
         }
     }
@@ -365,13 +413,14 @@ async fn write(
                 let mut state = run.state.borrow_mut();
                 state.tracker.reply_sent(n, Instant::now());
                 state.recorder.agents.replies_sent += 1;
-                let frame = json!({
-                    "type": "send",
-                    "conversation_id": conversation,
-                    "client_msg_id": marker,
-                    "text": format!("thanks, noted ({marker})"),
-                });
-                ws::Message::Text(frame.to_string().into())
+                let frame = SendFrame {
+                    kind: "send",
+                    text: &format!("thanks, noted ({marker})"),
+                    conversation_id: &conversation,
+                    client_msg_id: &marker,
+                };
+                // unwrap: strings serialise to JSON without fail.
+                ws::Message::Text(serde_json::to_string(&frame).unwrap().into())
             }
             Outgoing::Close => {
                 let _ = sink.send(ws::Message::Close(None)).await;
