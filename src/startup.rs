@@ -374,9 +374,6 @@ impl RoutingRestore {
     }
 }
 
-/// Turns Nagle's algorithm off on every accepted connection (actix-web leaves it on). With it,
-/// a websocket frame written right after another (an agent's `ack` after its own `message`)
-/// waited for the client to acknowledge the first, which Linux delays by 40 ms.
 /// With `storage.hang_exit_secs` above 0: a database write unfinished after that long ends
 /// the process with status 70, for its supervisor to restart it (see
 /// [`crate::storage::watchdog`]).
@@ -401,6 +398,9 @@ fn watch_database(
     Ok(Some(watchdog))
 }
 
+/// Turns Nagle's algorithm off on every accepted connection (actix-web leaves it on). With it,
+/// a websocket frame written right after another (an agent's `ack`, then the `delivery` of the
+/// same message) waited for the client to acknowledge the first, which Linux delays by 40 ms.
 fn send_without_delay(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
         if let Err(e) = stream.set_nodelay(true) {
