@@ -5,7 +5,9 @@
 //! wait is counted, instead of silently not being sent (coordinated omission).
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpenLoop {
@@ -40,6 +42,40 @@ impl OpenLoop {
         let due_by_now = (elapsed.as_secs_f64() * self.rate + 1e-9).floor() as u64 + 1;
         sent..due_by_now.min(limit).max(sent)
     }
+
+    /// Hands out requests `0..count` of a run that started at `start` as they fall due, in
+    /// batches ([`OpenLoop::due`]), from a thread of its own that sleeps until each next
+    /// intended time. An async sleep would not do: tokio's timer ticks every millisecond and
+    /// rounds a deadline up to a tick, which left each send 0.5–1.5 ms late at a few hundred
+    /// requests/s, and that lag is part of every latency the run reports. A thread's sleep is
+    /// late by tens of microseconds. The thread stops once all are handed out or the receiver
+    /// is gone.
+    pub fn pace(self, start: Instant, count: u64) -> mpsc::UnboundedReceiver<Range<u64>> {
+        let (due_now, receiver) = mpsc::unbounded_channel();
+        let pacer = move || {
+            let mut sent = 0;
+            while sent < count {
+                let next = start + self.intended(sent);
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                let due = self.due(sent, start.elapsed(), count);
+                sent = due.end;
+                if due_now.send(due).is_err() {
+                    return;
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(pacer)
+        {
+            // Nothing is handed out: the run ends at once and reports no requests sent.
+            tracing::error!(error.message = %e, "could not start the load generator's pacer");
+        }
+        receiver
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +101,30 @@ mod tests {
         // Nothing is sent twice, and the limit holds.
         assert_eq!(schedule.due(5, Duration::from_micros(500), 100), 5..5);
         assert_eq!(schedule.due(0, Duration::from_secs(1), 100), 0..100);
+    }
+
+    #[actix_web::test]
+    async fn the_pacer_hands_out_every_request_once_in_order_and_none_early() {
+        let schedule = OpenLoop::new(2000.0);
+        let start = Instant::now();
+        let mut due_now = schedule.pace(start, 50);
+        let mut next = 0;
+        // Bounded: 50 requests at 2,000/s are all due 25 ms after the start.
+        let handed_out = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(due) = due_now.recv().await {
+                assert_eq!(due.start, next, "a gap or a repeat");
+                assert!(due.end > due.start, "an empty batch");
+                let last = due.end - 1;
+                assert!(
+                    start.elapsed() >= schedule.intended(last),
+                    "request {last} handed out before its time"
+                );
+                next = due.end;
+            }
+        })
+        .await;
+        assert!(handed_out.is_ok(), "the pacer stalled at request {next}");
+        assert_eq!(next, 50);
     }
 
     #[test]

@@ -113,14 +113,16 @@ async fn max_requests_and_duration_bound_the_run_in_both_loops() {
     assert_eq!(report.requests.sent, 37, "{report}");
     assert_eq!(report.requests.intended_per_second, None);
 
+    // Paced by tokio's timer (above 1,000/s).
     let mut open = options(&app);
-    open.load = Load::Open { rate: 1000.0 };
+    open.load = Load::Open { rate: 2000.0 };
     open.max_requests = Some(25);
     let report = loadgen::run(open).await.expect("open loop runs");
     assert_no_errors(&report);
     assert_eq!(report.requests.sent, 25, "{report}");
 
-    // 50 requests/s for 0.2 s: the ten due before the end, however fast the server is.
+    // Paced by a thread of its own (up to 1,000/s): 50 requests/s for 0.2 s, the ten due
+    // before the end, however fast the server is.
     let mut timed = options(&app);
     timed.load = Load::Open { rate: 50.0 };
     timed.duration = Duration::from_millis(200);
@@ -129,7 +131,14 @@ async fn max_requests_and_duration_bound_the_run_in_both_loops() {
     assert_eq!(report.requests.sent, 10, "{report}");
     assert_eq!(report.latency_ms.webhook.count, 10);
 
-    assert_eq!(app.stored_events().len(), 37 + 25 + 10);
+    let mut limited = options(&app);
+    limited.load = Load::Open { rate: 1000.0 };
+    limited.max_requests = Some(15);
+    let report = loadgen::run(limited).await.expect("paced open loop runs");
+    assert_no_errors(&report);
+    assert_eq!(report.requests.sent, 15, "{report}");
+
+    assert_eq!(app.stored_events().len(), 37 + 25 + 10 + 15);
 }
 
 #[actix_web::test]
