@@ -61,6 +61,10 @@ impl OpenLoop {
                     std::thread::sleep(next - now);
                 }
                 let due = self.due(sent, start.elapsed(), count);
+                if due.is_empty() {
+                    // Woken a hair before `intended` rounds to `next`: due in a moment.
+                    continue;
+                }
                 sent = due.end;
                 if due_now.send(due).is_err() {
                     return;
