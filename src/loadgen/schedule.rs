@@ -62,7 +62,8 @@ impl OpenLoop {
                 }
                 let due = self.due(sent, start.elapsed(), count);
                 if due.is_empty() {
-                    // Woken a hair before `intended` rounds to `next`: due in a moment.
+                    // `intended` rounds to whole nanoseconds, so `due` may find the request a
+                    // hair short of its time: it is due at once.
                     continue;
                 }
                 sent = due.end;
